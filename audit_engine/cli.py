@@ -1,0 +1,70 @@
+"""The ``audit-engine`` command line: a thin dispatcher over the pipeline's stages.
+
+Each sub-command imports its stage lazily, so ``audit-engine check`` does not load the
+web stack and ``serve`` does not pay for what it does not use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="audit-engine", description="县域集中审方 prescription pre-review engine")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="upgrade the database schema and start the HTTP service")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--demo", action="store_true", help="load demo institutions, users and prescriptions")
+    s.add_argument("--workers", type=int, default=1, help="worker processes (PostgreSQL only)")
+
+    c = sub.add_parser("check", help="parse, check and compile a rulebase; print file:line:col diagnostics")
+    c.add_argument("path")
+
+    t = sub.add_parser("test", help="run the test cases written in the rule files")
+    t.add_argument("path")
+
+    r = sub.add_parser("review", help="review one FHIR Bundle offline and print the findings as JSON")
+    r.add_argument("file")
+    r.add_argument("--rulebase", default=None, help="rulebase folder (default: AUDIT_RULEBASE or the shipped one)")
+
+    inst = sub.add_parser("institution", help="manage member institutions")
+    inst_sub = inst.add_subparsers(dest="action", required=True)
+    ia = inst_sub.add_parser("add", help="register an institution and print its API key once")
+    ia.add_argument("code")
+    ia.add_argument("name")
+    ia.add_argument("--level", required=True, help="县级医院, 乡镇卫生院, 社区卫生服务中心 or 村卫生室")
+
+    user = sub.add_parser("user", help="manage users")
+    user_sub = user.add_subparsers(dest="action", required=True)
+    ua = user_sub.add_parser("add", help="create a user; the password is read from standard input")
+    ua.add_argument("username")
+    ua.add_argument("--role", required=True, choices=["pharmacist", "quality", "admin"])
+    ua.add_argument("--institution", default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command in ("check", "test"):
+        from audit_engine.lang import commands
+
+        return commands.cmd_check(args.path) if args.command == "check" else commands.cmd_test(args.path)
+    if args.command == "review":
+        from audit_engine import review
+
+        return review.cmd_review(args.file, rulebase=args.rulebase)
+    from api import server
+
+    if args.command == "serve":
+        return server.cmd_serve(host=args.host, port=args.port, demo=args.demo, workers=args.workers)
+    if args.command == "institution":
+        return server.cmd_institution_add(args.code, args.name, level=args.level)
+    return server.cmd_user_add(args.username, role=args.role, institution=args.institution)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The one exception tree of the engine. Every error carries where it happened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AuditEngineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One author-facing problem in rule text: ``file:line:col``, the line, a caret, a hint."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+    source_line: str = ""
+    hint: str | None = None
+    end_col: int | None = None
+
+    def render(self) -> str:
+        head = f"{self.file}:{self.line}:{self.col}: {self.message}"
+        if self.hint:
+            head += f" ({self.hint})"
+        if not self.source_line:
+            return head
+        width = max(1, (self.end_col or self.col + 1) - self.col)
+        caret = " " * (self.col - 1) + "^" * width
+        return f"{head}\n    {self.source_line}\n    {caret}"
+
+
+class RulebaseError(AuditEngineError):
+    """A rulebase failed to parse or check; holds every diagnostic found, not just the first."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = diagnostics
+        super().__init__("\n".join(d.render() for d in diagnostics))
+
+
+@dataclass(frozen=True, slots=True)
+class InputIssue:
+    """One problem with submitted FHIR input; ``expression`` is the FHIRPath of the element."""
+
+    code: str  # OperationOutcome issue code: invalid, structure, required, value, too-long, not-supported ...
+    message: str
+    expression: str | None = None
+    severity: str = "error"
+
+
+class IntakeError(AuditEngineError):
+    """Submitted input is not an acceptable prescription; becomes an OperationOutcome.
+
+    ``status`` is the HTTP status to answer with: 400, 413 or 422.
+    """
+
+    def __init__(self, issues: list[InputIssue], status: int = 422) -> None:
+        self.issues = issues
+        self.status = status
+        super().__init__("; ".join(f"{i.expression or '-'}: {i.message}" for i in issues))
