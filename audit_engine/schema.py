@@ -100,6 +100,7 @@ FIELDS: tuple[Field, ...] = (
     _f("prescription", "type", "类型", "enum", "门诊 (Encounter.class AMB) or 急诊 (EMER).", values=PRESCRIPTION_TYPES),
     _f("prescription", "department", "科室", "text", "Department name, such as 儿科."),
     _f("prescription", "long_term", "长期处方", "bool", "Marked as a long-term prescription (长期处方, up to 12 weeks)."),
+    _f("prescription", "date", "日期", "text", "Date written, YYYY-MM-DD (MedicationRequest.authoredOn); rule scopes' effective dates test it."),
     _f("prescription", "item_count", "药品数", "int", "Number of drug items under review."),
     _f("prescription", "has_herbal", "含饮片", "bool", "Holds at least one decoction piece (饮片)."),
     _f("prescription", "has_western", "含西药", "bool", "Holds at least one western drug or 中成药."),
