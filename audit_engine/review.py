@@ -1,0 +1,207 @@
+"""The review pipeline: intake → facts → engine, with no I/O of its own.
+
+One call, :func:`review_payload`, takes the JSON a HIS sent and returns every finding,
+including the ones the engine adds itself for facts it could not establish (``SYS-*``):
+an unknown drug or an unreadable dose is never a silent pass. The verdict is not decided
+here; that is the institution's policy (``audit_engine.policy``), applied by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from audit_engine.errors import AuditEngineError, IntakeError
+from audit_engine.findings import Finding
+from audit_engine.schema import FactIssue, PrescriptionFacts
+
+if TYPE_CHECKING:
+    from audit_engine.engine import Engine
+
+PayloadKind = Literal["bundle", "cds", "medication_request"]
+
+SHIPPED_RULEBASE = Path(__file__).resolve().parent.parent / "rulebase"
+
+# Level given to the engine's own findings: the pharmacist band of the county scale,
+# so that with default thresholds an unchecked prescription always reaches a pharmacist.
+SYSTEM_FINDING_LEVEL = 5
+
+_SYSTEM_TITLES: dict[str, str] = {
+    "UNKNOWN_DRUG": "药品无法识别，系统未能审核",
+    "DOSE_UNPARSEABLE": "剂量无法解析，系统未能审核剂量",
+    "FREQUENCY_UNPARSEABLE": "频次无法解析，系统未能审核日剂量",
+    "UNIT_CONFLICT": "剂量单位与药品规格矛盾，系统未能审核剂量",
+    "DOSE_MISSING": "缺少剂量或频次，系统未能审核剂量",
+    "ROUTE_UNKNOWN": "给药途径无法识别",
+}
+
+
+class ReviewFailedError(AuditEngineError):
+    """An internal stage failed on acceptable input; ``stage`` says which one."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        self.stage = stage
+        self.cause = cause
+        super().__init__(f"review failed in stage {stage}: {type(cause).__name__}: {cause}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewResult:
+    """Everything one review established, before any policy or storage."""
+
+    prescription_id: str | None
+    facts: PrescriptionFacts
+    findings: tuple[Finding, ...]
+    rulebase_version: str
+    items: tuple[str, ...]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def unchecked(self) -> bool:
+        """True when some fact could not be established: the review needs a pharmacist."""
+        return bool(self.facts.issues)
+
+    @property
+    def max_level(self) -> int:
+        return max((f.level for f in self.findings), default=0)
+
+
+def default_rulebase_path() -> Path:
+    """``AUDIT_RULEBASE`` if set, else the rulebase shipped with the project."""
+    env = os.environ.get("AUDIT_RULEBASE")
+    return Path(env) if env else SHIPPED_RULEBASE
+
+
+def load_engine(rulebase_path: str | Path | None = None) -> Engine:
+    """Load, check and compile a rulebase into a ready engine (raises RulebaseError)."""
+    from audit_engine.engine import Engine
+
+    return Engine.from_path(Path(rulebase_path) if rulebase_path else default_rulebase_path())
+
+
+def system_finding(issue: FactIssue, facts: PrescriptionFacts) -> Finding:
+    """The engine's own finding for a fact it could not establish."""
+    implicated: tuple[str, ...] = ()
+    if issue.item is not None:
+        ref = next((i.get("reference") for i in facts.items if i.get("id") == issue.item), None)
+        implicated = (ref or f"MedicationRequest/{issue.item}",)
+    return Finding(
+        rule_id=f"SYS-{issue.code.replace('_', '-')}",
+        title=_SYSTEM_TITLES.get(issue.code, "系统未能审核"),
+        category="规范性",
+        subtype="无法审核",
+        level=SYSTEM_FINDING_LEVEL,
+        message=issue.message,
+        evidence="医疗机构处方审核规范（2018）第十五条：信息系统无法审核的处方由药师人工审核",
+        implicated=implicated,
+        suggestion="请药师人工审核" + (f"（{issue.where}）" if issue.where else ""),
+    )
+
+
+def review_payload(
+    payload: dict[str, Any],
+    *,
+    kind: PayloadKind,
+    engine: Engine,
+    client_institution: dict[str, Any] | None = None,
+    today: date | None = None,
+) -> ReviewResult:
+    """Review one submission. Raises IntakeError for bad input, ReviewFailedError for an internal fault."""
+    from audit_engine import intake as intake_mod
+    from audit_engine.facts import normalise
+    from audit_engine.knowledge.dictionary import load_dictionary
+
+    t0 = time.perf_counter()
+    parse = {
+        "bundle": intake_mod.parse_bundle,
+        "cds": intake_mod.parse_cds_request,
+        "medication_request": intake_mod.parse_medication_request,
+    }[kind]
+    received = parse(payload)  # IntakeError passes through untouched
+    t1 = time.perf_counter()
+    try:
+        facts = normalise(received, dictionary=load_dictionary(), today=today, client_institution=client_institution)
+    except Exception as exc:  # normalise promises FactIssues, not exceptions; a bug still must not pass silently
+        raise ReviewFailedError("facts", exc) from exc
+    t2 = time.perf_counter()
+    compiled_version = engine.version
+    try:
+        rule_findings = engine.evaluate(facts)
+    except Exception as exc:
+        raise ReviewFailedError("engine", exc) from exc
+    t3 = time.perf_counter()
+    findings = sorted([*rule_findings, *(system_finding(i, facts) for i in facts.issues)], key=Finding.sort_key)
+    return ReviewResult(
+        prescription_id=facts.prescription_id,
+        facts=facts,
+        findings=tuple(findings),
+        rulebase_version=compiled_version,
+        items=tuple(str(i.get("reference")) for i in facts.items),
+        timings_ms={
+            "intake": (t1 - t0) * 1000,
+            "facts": (t2 - t1) * 1000,
+            "engine": (t3 - t2) * 1000,
+        },
+    )
+
+
+def detect_kind(payload: dict[str, Any]) -> PayloadKind:
+    """Which intake a JSON document needs: a CDS Hooks request, a Bundle or one MedicationRequest."""
+    if "hook" in payload or "context" in payload:
+        return "cds"
+    if payload.get("resourceType") == "MedicationRequest":
+        return "medication_request"
+    return "bundle"
+
+
+def finding_json(f: Finding) -> dict[str, Any]:
+    """A finding as the native API and the CLI print it."""
+    return {
+        "rule_id": f.rule_id,
+        "title": f.title,
+        "level": f.level,
+        "category": f.category,
+        "subtype": f.subtype,
+        "message": f.message,
+        "suggestion": f.suggestion,
+        "evidence": f.evidence,
+        "implicated": list(f.implicated),
+    }
+
+
+def cmd_review(file: str, *, rulebase: str | None = None) -> int:
+    """``audit-engine review FILE``: print the findings as JSON; 0 reviewed, 1 bad input or rulebase."""
+    from audit_engine.intake.outcome import operation_outcome
+
+    try:
+        payload = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"{file}: 无法读取 JSON: {exc}", file=sys.stderr)
+        return 1
+    if not isinstance(payload, dict):
+        print(f"{file}: 顶层必须是 JSON 对象", file=sys.stderr)
+        return 1
+    try:
+        engine = load_engine(rulebase)
+        result = review_payload(payload, kind=detect_kind(payload), engine=engine)
+    except IntakeError as err:
+        print(json.dumps(operation_outcome(err), ensure_ascii=False, indent=2))
+        return 1
+    except AuditEngineError as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    out = {
+        "prescription_id": result.prescription_id,
+        "rulebase_version": result.rulebase_version,
+        "max_level": result.max_level,
+        "unchecked": result.unchecked,
+        "findings": [finding_json(f) for f in result.findings],
+    }
+    print(json.dumps(out, ensure_ascii=False, indent=2))
+    return 0
