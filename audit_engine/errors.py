@@ -60,3 +60,44 @@ class IntakeError(AuditEngineError):
         self.issues = issues
         self.status = status
         super().__init__("; ".join(f"{i.expression or '-'}: {i.message}" for i in issues))
+
+
+class ServiceError(AuditEngineError):
+    """A request the review service refuses; ``location`` names the record ("Task/<id>", "Review/<id>")."""
+
+    status = 400
+
+    def __init__(self, location: str, message: str) -> None:
+        self.location = location
+        self.message = message
+        super().__init__(f"{location}: {message}")
+
+
+class AuthenticationError(ServiceError):
+    """Missing, unknown, expired or revoked credentials (HTTP 401)."""
+
+    status = 401
+
+
+class AccessDeniedError(ServiceError):
+    """The caller is known but may not do this, or may not see that record (HTTP 403)."""
+
+    status = 403
+
+
+class NotFoundError(ServiceError):
+    """No such record, or none the caller may see (HTTP 404)."""
+
+    status = 404
+
+
+class TransitionError(ServiceError):
+    """An illegal move in the recheck state machine; nothing was changed (HTTP 409)."""
+
+    status = 409
+
+
+class InvalidRequestError(ServiceError):
+    """A well-formed request with values the service cannot accept (HTTP 422)."""
+
+    status = 422
