@@ -1,0 +1,1 @@
+"""Generator of the seed-rulebase FHIR fixtures (run: python -m tests.rulebase.fixturegen)."""
