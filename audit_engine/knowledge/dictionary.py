@@ -83,7 +83,13 @@ class Strength:
 
 def parse_strength(form: str, text: str) -> Strength | None:
     """``text`` as a Strength of ``form``, or None when it is not in the documented layout."""
-    m = STRENGTH_RE.match(text.strip())
+    text = text.strip()
+    if text.endswith("%"):  # w/w percentage of a topical form: 1% = 10 mg per g
+        try:
+            return Strength(form, float(text[:-1]) * 10.0, "mg", "g")
+        except ValueError:
+            return None
+    m = STRENGTH_RE.match(text)
     if not m:
         return None
     unit = m.group("unit").strip()
@@ -335,7 +341,7 @@ def _parse_drug(row: Row, errors: Collector) -> Drug | None:
             if s.strip():
                 st = parse_strength(form, s)
                 if st is None:
-                    bad("forms", f"strength {s.strip()!r} of {form} is not like '10 mg', '5 mg/mL' or '2 mL:10 mg'")
+                    bad("forms", f"strength {s.strip()!r} of {form} is not like '10 mg', '5 mg/mL', '2 mL:10 mg' or '1%'")
                 else:
                     strengths.append(st)
     if not ok:
