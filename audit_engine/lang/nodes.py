@@ -319,6 +319,7 @@ class ForEach:
     var: str
     cond: Cond
     span: Span
+    collection: str = "item"  # as written; the checker requires "item"
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,6 +518,7 @@ class Rule:
     span: Span
     variants: tuple[Override, ...] = ()
     effective_scope: Scope = field(default_factory=Scope)
+    duplicates: tuple[Span, ...] = ()  # clauses written twice (parser); the checker reports them
 
     def resolve_for(self, institution: dict[str, Any]) -> tuple[bool, Level | None, Scope]:
         """(enabled, level, scope) once the variants matching ``institution`` are applied."""
