@@ -21,7 +21,7 @@ patient reference, so resending the same orders gives the same key.
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from .model import ResourceEntry
@@ -34,10 +34,10 @@ def authored_key(entry: ResourceEntry) -> float:
     value = getattr(entry.resource, "authoredOn", None)
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value.timestamp()
     if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()
+        return datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp()
     return float("-inf")
 
 
