@@ -1,0 +1,114 @@
+"""Database connection, schema upgrades and the unit of work.
+
+SQLite is the embedded default (a file under ``./data/``); PostgreSQL is chosen with
+``AUDIT_DATABASE_URL``. On SQLite every transaction starts with ``BEGIN IMMEDIATE``: it
+takes the single write lock up front, so a transaction that reads and then writes (the
+audit chain, idempotency checks, queue claims) can never fail halfway with a stale
+snapshot, and ``busy_timeout`` makes competitors wait instead of erroring.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+DEFAULT_SQLITE_PATH = Path("data") / "audit.sqlite"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def utcnow() -> datetime:
+    """Now, as the naive UTC datetime every table stores."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def database_url() -> str:
+    """``AUDIT_DATABASE_URL``, or a SQLite file ``./data/audit.sqlite``."""
+    url = os.environ.get("AUDIT_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{DEFAULT_SQLITE_PATH.as_posix()}"
+
+
+def is_postgres(bind: sa.Engine | sa.Connection | Session) -> bool:
+    """True when ``bind`` talks to PostgreSQL (claims then use SKIP LOCKED)."""
+    engine = bind.get_bind() if isinstance(bind, Session) else bind
+    return engine.dialect.name == "postgresql"
+
+
+def _prepare_sqlite_file(url: sa.URL) -> None:
+    db = url.database
+    if db and db != ":memory:" and not db.startswith("file:"):
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_engine(url: str | None = None, **kw: Any) -> sa.Engine:
+    """An Engine for ``url`` (default :func:`database_url`): SQLite gets WAL, foreign keys, busy timeout."""
+    parsed = sa.make_url(url or database_url())
+    if parsed.get_backend_name() == "sqlite":
+        _prepare_sqlite_file(parsed)
+        kw.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+        engine = sa.create_engine(parsed, **kw)
+        _configure_sqlite(engine)
+        return engine
+    kw.setdefault("pool_size", 10)
+    kw.setdefault("max_overflow", 20)
+    kw.setdefault("pool_pre_ping", True)
+    return sa.create_engine(parsed, **kw)
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" hook below issue BEGIN itself (pysqlite would defer it).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if engine.url.database not in (None, "", ":memory:"):
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def upgrade_schema(url: str | sa.Engine | None = None) -> None:
+    """Run ``alembic upgrade head`` through the Alembic API (migrations live in this package)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    engine = url if isinstance(url, sa.Engine) else make_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    finally:
+        if not isinstance(url, sa.Engine):
+            engine.dispose()
+
+
+@contextmanager
+def session_scope(engine: sa.Engine) -> Iterator[Session]:
+    """One unit of work: commit when the block ends, roll back everything if it raises."""
+    session = Session(engine, expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

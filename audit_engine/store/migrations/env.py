@@ -1,0 +1,30 @@
+"""Alembic environment: runs on the connection handed over by ``store.db.upgrade_schema``."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from audit_engine.store.db import make_engine
+from audit_engine.store.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    with engine.begin() as conn:
+        context.configure(connection=conn, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline migrations are not supported; use audit_engine.store.db.upgrade_schema")
+run_migrations_online()

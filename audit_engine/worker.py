@@ -1,0 +1,70 @@
+"""The background worker: expired leases, timeouts and webhook deliveries.
+
+All state lives in the database, so a worker can be killed and restarted at any moment
+and any number of workers (one per API process, or separate processes) may run against one
+PostgreSQL: each step takes its rows ``FOR UPDATE SKIP LOCKED`` in its own short
+transaction, so every timeout fires once and every delivery is sent by one worker at a
+time. On SQLite the write lock serialises the steps instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from audit_engine import queue, webhooks
+from audit_engine.store.db import make_engine, session_scope, utcnow
+
+log = logging.getLogger("audit_engine.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What one pass of the worker did."""
+
+    released: int
+    timeouts: int
+    deliveries: webhooks.DeliveryReport
+
+
+def tick(
+    engine: sa.Engine, *, now: datetime | None = None, sender: webhooks.Sender | None = None
+) -> TickReport:
+    """One pass: release expired leases, fire due timeouts, send due webhooks (each step its own transaction)."""
+    at = now or utcnow()
+    with session_scope(engine) as s:
+        released = queue.release_expired_leases(s, now=at)
+    with session_scope(engine) as s:
+        timeouts = queue.apply_timeouts(s, now=at)
+    with session_scope(engine) as s:
+        report = webhooks.deliver_due(s, now=at, sender=sender or webhooks.httpx_sender())
+    return TickReport(released, timeouts, report)
+
+
+def run_worker(
+    url: str | sa.Engine | None,
+    stop_event: threading.Event,
+    *,
+    interval_s: float = 1.0,
+    sender: webhooks.Sender | None = None,
+) -> None:
+    """Loop :func:`tick` until ``stop_event`` is set. A failing pass is logged and retried on
+    the next one; the loop itself never dies of a database hiccup."""
+    engine = url if isinstance(url, sa.Engine) else make_engine(url)
+    send = sender or webhooks.httpx_sender()
+    try:
+        while not stop_event.is_set():
+            try:
+                report = tick(engine, sender=send)
+                if report.released or report.timeouts or report.deliveries.attempted:
+                    log.info("worker: %s", report)
+            except Exception:  # keep the loop alive; the next pass retries from the database state
+                log.exception("worker pass failed")
+            stop_event.wait(interval_s)
+    finally:
+        if not isinstance(url, sa.Engine):
+            engine.dispose()
