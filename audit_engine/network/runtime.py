@@ -1,0 +1,176 @@
+"""One registered version of a compiled rulebase: facts in, matches out, findings built.
+
+A ``Network`` registers every shard of a ``CompiledRulebase`` in the C core, and evaluates
+a prescription by (1) routing it to the shards its items' keys name plus the general
+ones, (2) building each shard's flat facts (only the properties that shard reads, plus its
+derived fields), (3) running one fresh session per shard (sentinel first, batch assert,
+collect actions, delete the session), and (4) turning the matches into Findings with the
+reference semantics (``audit_engine.network.derive``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from audit_engine.findings import Finding
+from audit_engine.lang import nodes as n
+from audit_engine.network import derive, host
+from audit_engine.network.alpha import CONTEXT_ENTITIES, empty_flag
+from audit_engine.network.ir import ITEM_TYPE, PAIR_TYPE, RX_TYPE, CompiledRulebase, Shard
+from audit_engine.schema import PrescriptionFacts
+
+ROUTE_FIELDS = ("drug_id", "name", "atc", "ingredients", "classes")
+
+
+def item_route_keys(item: dict[str, Any]) -> set[str]:
+    """The routing keys an item offers (compare ``compiler._route_keys``)."""
+    keys: set[str] = set()
+    for f in ROUTE_FIELDS:
+        v = item.get(f)
+        if isinstance(v, str):
+            keys.add(f"{f}:{v}")
+        elif isinstance(v, list):
+            keys.update(f"{f}:{x}" for x in v if isinstance(x, str))
+    return keys
+
+
+class _ShardRuntime:
+    """A registered shard and its precomputed fact layout."""
+
+    def __init__(self, shard: Shard, index: int) -> None:
+        self.shard = shard
+        self.index = index
+        self.handle = host.register(shard.name, shard.definition)
+        self.item_src = tuple((k.prop, k.entity, k.key, empty_flag(k.prop) if k.empty_flag else None)
+                              for k in shard.item_props)
+        self.rx_src = tuple((k.prop, k.entity, k.key, empty_flag(k.prop) if k.empty_flag else None)
+                            for k in shard.rx_props)
+        self.item_derived = tuple(d for d in shard.derived if d.on == "item")
+        self.rx_derived = tuple(d for d in shard.derived if d.on == "rx")
+        self.pair_derived = tuple(d for d in shard.derived if d.on == "pair")
+        self.branches = {b.name: b for b in shard.branches}
+
+
+def _fill(fact: dict[str, Any], src: tuple[tuple[str, str, str, str | None], ...],
+          item: dict[str, Any] | None, ctx: dict[str, dict[str, Any]]) -> None:
+    for prop, entity, key, flag in src:
+        source = item if entity == "item" else ctx[entity]
+        v = source.get(key) if source is not None else None
+        if v is None:
+            continue
+        fact[prop] = v
+        if flag is not None and v == []:
+            fact[flag] = True
+
+
+class Network:
+    """A compiled rulebase registered in the core; counts evaluations in flight so that a
+    retired version is freed only when the last one finishes."""
+
+    def __init__(self, compiled: CompiledRulebase) -> None:
+        self.compiled = compiled
+        self.version = compiled.version
+        self._shards: list[_ShardRuntime] = []
+        try:
+            for i, s in enumerate(compiled.shards):
+                self._shards.append(_ShardRuntime(s, i))
+        except BaseException:
+            for r in self._shards:
+                host.unregister(r.handle)
+            raise
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._retired = False
+        # At most 1,024 live sessions per ruleset: bound concurrent evaluations well below.
+        self._slots = threading.BoundedSemaphore(512)
+
+    # ------------------------------------------------------------------ lifecycle
+    def acquire(self) -> bool:
+        with self._lock:
+            if self._retired:
+                return False
+            self._inflight += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+            free = self._retired and self._inflight == 0
+        if free:
+            self._free()
+
+    def retire(self) -> None:
+        with self._lock:
+            self._retired = True
+            free = self._inflight == 0
+        if free:
+            self._free()
+
+    def _free(self) -> None:
+        for r in self._shards:
+            host.unregister(r.handle)
+
+    # ------------------------------------------------------------------ evaluation
+    def shards_for(self, facts: PrescriptionFacts) -> list[_ShardRuntime]:
+        c = self.compiled
+        chosen = set(c.general)
+        for item in facts.items:
+            for k in item_route_keys(item):
+                chosen.update(c.routes.get(k, ()))
+        return [self._shards[i] for i in sorted(chosen)]
+
+    def evaluate(self, facts: PrescriptionFacts) -> list[Finding]:
+        with self._slots:
+            matches = self._match(facts)
+        return derive.findings(self.compiled, facts, matches)
+
+    def _match(self, facts: PrescriptionFacts) -> derive.Matches:
+        ctx = {e: getattr(facts, e) for e in CONTEXT_ENTITIES}
+        items = facts.items
+        rb = self.compiled.rulebase
+        m = derive.Matches()
+        for sr in self.shards_for(facts):
+            sid = host.new_sid()
+            batch: list[dict[str, Any]] = [{"sid": sid, "t": host.SENTINEL_TYPE}]
+            for idx, item in enumerate(items):
+                f: dict[str, Any] = {"sid": sid, "t": ITEM_TYPE, "idx": idx}
+                _fill(f, sr.item_src, item, ctx)
+                for d in sr.item_derived:
+                    f[d.name] = derive.holds(rb, d, facts, {d.binds[0]: item})
+                batch.append(f)
+            if sr.shard.needs_rx:
+                f = {"sid": sid, "t": RX_TYPE}
+                _fill(f, sr.rx_src, None, ctx)
+                for d in sr.rx_derived:
+                    f[d.name] = derive.holds(rb, d, facts, {})
+                batch.append(f)
+            if sr.shard.needs_pairs:
+                for i, a in enumerate(items):
+                    for j, b in enumerate(items):
+                        if i != j:
+                            f = {"sid": sid, "t": PAIR_TYPE, "ia": i, "ib": j}
+                            for d in sr.pair_derived:
+                                f[d.name] = derive.holds(rb, d, facts, {d.binds[0]: a, d.binds[1]: b})
+                            batch.append(f)
+            for action in host.run_session(sr.handle, sid, batch):
+                for name, binding in action.items():
+                    br = sr.branches.get(name)
+                    if br is None:
+                        continue  # the sentinel
+                    if br.kind == "item":
+                        m.items.add((br.rule, binding["m"]["idx"]))
+                    elif br.kind == "pair":
+                        m.pairs.add((br.rule, binding["a"]["idx"], binding["b"]["idx"]))
+                    else:
+                        m.rx.add(br.rule)
+        return m
+
+
+def rule_bindings(rule: n.Rule) -> tuple[str, ...]:
+    trig = rule.trigger
+    if isinstance(trig, n.ForEach):
+        return (trig.var,)
+    if isinstance(trig, n.ForEachPair):
+        return (trig.first, trig.second)
+    return ()
