@@ -1,0 +1,64 @@
+"""Service settings, read from the environment once and validated when they load."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class Settings(BaseModel, frozen=True):
+    """Everything the HTTP service is configured by (see CONTRACT.md, "Environment")."""
+
+    database_url: str = Field(description="SQLAlchemy URL (AUDIT_DATABASE_URL)")
+    rulebase_path: str | None = Field(default=None, description="rulebase folder (AUDIT_RULEBASE)")
+    auth_disabled: bool = Field(default=False, description="AUDIT_AUTH_DISABLED=1: local development only")
+    max_body_bytes: int = Field(default=2_000_000, gt=0, description="larger request bodies get 413")
+    rulebase_poll_seconds: float = Field(
+        default=2.0, ge=0, description="how often a process asks the DB which rulebase version is active"
+    )
+    long_poll_max_seconds: float = Field(default=60.0, ge=0)
+    token_ttl_seconds: int = Field(default=8 * 3600, gt=0)
+    rulebase_store_dir: str = Field(default="data/rulebases", description="where uploaded rulebase versions live")
+
+    @field_validator("database_url")
+    @classmethod
+    def _url_has_scheme(cls, v: str) -> str:
+        if "://" not in v:
+            raise ValueError(f"AUDIT_DATABASE_URL must be a SQLAlchemy URL, got {v!r}")
+        return v
+
+
+def _default_database_url() -> str:
+    try:
+        from audit_engine.store.db import database_url
+
+        return database_url()
+    except ImportError:  # the store is not importable yet: the documented default
+        Path("data").mkdir(exist_ok=True)
+        return "sqlite:///data/audit.sqlite"
+
+
+def load_settings() -> Settings:
+    """Build settings from the environment (uncached; tests call this after monkeypatching)."""
+    return Settings(
+        database_url=os.environ.get("AUDIT_DATABASE_URL") or _default_database_url(),
+        rulebase_path=os.environ.get("AUDIT_RULEBASE") or None,
+        auth_disabled=_flag("AUDIT_AUTH_DISABLED"),
+        max_body_bytes=int(os.environ.get("AUDIT_MAX_BODY_BYTES", "2000000")),
+        rulebase_poll_seconds=float(os.environ.get("AUDIT_RULEBASE_POLL_SECONDS", "2.0")),
+        long_poll_max_seconds=float(os.environ.get("AUDIT_LONG_POLL_MAX_SECONDS", "60")),
+        rulebase_store_dir=os.environ.get("AUDIT_RULEBASE_STORE", "data/rulebases"),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, loaded once."""
+    return load_settings()

@@ -1,0 +1,124 @@
+"""Dependencies the routes declare: settings, runtime, a DB session, the caller and its roles."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from api.config import Settings
+from api.errors import ApiError
+from api.runtime import Runtime
+
+if TYPE_CHECKING:
+    from audit_engine.auth import Principal
+
+log = logging.getLogger("api")
+
+DEMO_LEAD_CODE = "LEAD001"
+DEMO_LEAD_NAME = "县人民医院（医共体牵头医院）"
+
+_bearer = HTTPBearer(auto_error=False, description="机构 API 密钥，或 /api/v1/auth/token 发放的用户令牌")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def settings_dep(request: Request) -> Settings:
+    return get_runtime(request).settings
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SettingsDep = Annotated[Settings, Depends(settings_dep)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    """One session per request; the repository functions commit what they write."""
+    if runtime.db is None:
+        raise ApiError(503, "服务尚未就绪", code="transient")
+    session = Session(runtime.db, expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, code="login", headers={"WWW-Authenticate": "Bearer"})
+
+
+def demo_principal(session: Session) -> Principal:
+    """AUDIT_AUTH_DISABLED=1: the demo lead county hospital (created if missing) with every role."""
+    import sqlalchemy as sa
+
+    from audit_engine import auth
+    from audit_engine.store.models import Institution
+
+    if session.scalar(sa.select(Institution.id).where(Institution.is_centre).limit(1)) is None:
+        try:
+            auth.create_institution(session, code=DEMO_LEAD_CODE, name=DEMO_LEAD_NAME, level="县级医院", is_centre=True)
+            session.commit()
+        except sa.exc.IntegrityError:  # another process created it first
+            session.rollback()
+    return auth.superuser_principal(session)
+
+
+def get_principal(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller: an institution (API key) or a user (token). 401 without valid credentials."""
+    from audit_engine import auth
+
+    runtime = get_runtime(request)
+    if runtime.settings.auth_disabled:
+        cached = runtime.extras.get("demo_principal")
+        if cached is None:
+            cached = demo_principal(session)
+            session.rollback()
+            runtime.extras["demo_principal"] = cached
+        return cached
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise _unauthorized("缺少凭据：请使用 Authorization: Bearer <机构API密钥或用户令牌>")
+    secret = credentials.credentials
+    try:
+        principal = auth.principal_for_api_key(session, secret) or auth.principal_for_token(session, secret)
+    finally:
+        # End the lookup's transaction at once: on SQLite every transaction holds the write lock.
+        session.rollback()
+    if principal is None:
+        raise _unauthorized("凭据无效或已过期")
+    return principal
+
+
+PrincipalDep = Annotated["Principal", Depends(get_principal)]
+
+
+def require_roles(*roles: str) -> Callable[..., Any]:
+    """A dependency that lets the caller through only with one of ``roles`` (403 otherwise)."""
+
+    wanted = frozenset(roles)
+
+    def check(principal: PrincipalDep) -> Principal:
+        if not (principal.roles & wanted):
+            names = "、".join(sorted(wanted))
+            raise ApiError(403, f"权限不足：需要角色 {names}", code="forbidden")
+        return principal
+
+    return check
+
+
+PharmacistDep = Annotated["Principal", Depends(require_roles("pharmacist"))]
+QualityDep = Annotated["Principal", Depends(require_roles("quality", "admin", "pharmacist"))]
+AdminDep = Annotated["Principal", Depends(require_roles("admin"))]
+HisDep = Annotated["Principal", Depends(require_roles("his"))]

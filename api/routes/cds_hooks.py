@@ -1,0 +1,188 @@
+"""CDS Hooks 2.0: discovery, ``order-sign`` and feedback.
+
+The doctor signs → the HIS posts the draft orders here → cards come back at once, and
+``extension.review`` tells the HIS whether a pharmacist must look (``recheck``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from api.deps import PrincipalDep, RuntimeDep, SessionDep
+from api.errors import ApiError, read_json, read_json_raw
+from api.views import review_id_for_card, submit, thresholds
+from audit_engine.fhir_out import card_id, cds_response
+
+router = APIRouter(tags=["cds-hooks"])
+
+SERVICE_ID = "county-prescription-review"
+
+SERVICE = {
+    "hook": "order-sign",
+    "id": SERVICE_ID,
+    "title": "县域处方前置审核",
+    "description": "医师签署处方时，按县域处方审核规则库审核合法性、规范性与适宜性；需药师复核的处方进入审方中心队列。",
+    "prefetch": {
+        "patient": "Patient/{{context.patientId}}",
+        "encounter": "Encounter/{{context.encounterId}}",
+        "practitioner": "{{context.userId}}",
+        "conditions": "Condition?patient={{context.patientId}}&clinical-status=active",
+        "allergies": "AllergyIntolerance?patient={{context.patientId}}",
+        "observations": "Observation?patient={{context.patientId}}&category=laboratory,vital-signs&_sort=-date",
+    },
+    "usageRequirements": "以机构 API 密钥作为 Bearer 令牌调用；prefetch 各项均可缺省，缺失的信息使需要它的规则不触发或转药师复核。",
+}
+
+_REQUEST_EXAMPLE = {
+    "hook": "order-sign",
+    "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+    "context": {
+        "userId": "Practitioner/doc-001",
+        "patientId": "pat-001",
+        "encounterId": "enc-001",
+        "draftOrders": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": {
+                "resourceType": "MedicationRequest",
+                "id": "mr-1",
+                "identifier": [{"system": "urn:his:rx", "value": "RX20261123001"}],
+                "status": "draft",
+                "intent": "order",
+                "medicationCodeableConcept": {"coding": [{"system": "http://www.whocc.no/atc", "code": "C10AA01",
+                                                          "display": "辛伐他汀"}]},
+                "subject": {"reference": "Patient/pat-001"},
+                "dosageInstruction": [{"text": "40mg qd", "doseAndRate": [{"doseQuantity": {
+                    "value": 40, "unit": "mg"}}], "timing": {"repeat": {"frequency": 1, "period": 1,
+                                                                         "periodUnit": "d"}}}],
+            }}],
+        },
+    },
+    "prefetch": {"patient": {"resourceType": "Patient", "id": "pat-001", "gender": "male", "birthDate": "1958-04-02"}},
+}
+
+_RESPONSE_EXAMPLE = {
+    "cards": [{
+        "uuid": "0b2d…",
+        "summary": "【7级·适宜性】辛伐他汀与克拉霉素禁止合用：…",
+        "detail": "…",
+        "indicator": "critical",
+        "source": {"label": "县域处方审核规则库", "topic": {"code": "DDI-SIMVA-CLARI", "display": "…"}},
+        "overrideReasons": [{"code": "benefit-outweighs-risk", "display": "获益大于风险"}],
+        "extension": {"implicated": ["MedicationRequest/mr-1", "MedicationRequest/mr-2"]},
+    }],
+    "extension": {"review": {"id": "9f1c…", "verdict": "recheck", "verdict_zh": "待药师复核"}},
+}
+
+
+@router.get("/cds-services", summary="CDS Hooks 发现接口")
+def discovery() -> dict[str, Any]:
+    return {"services": [SERVICE]}
+
+
+@router.post(
+    "/cds-services/{service_id}",
+    summary="order-sign：审核医师签署的处方，返回卡片",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}, "example": _REQUEST_EXAMPLE}},
+        }
+    },
+    responses={200: {"content": {"application/json": {"example": _RESPONSE_EXAMPLE}}},
+               422: {"description": "请求不合法（OperationOutcome，含 FHIRPath）"}},
+)
+async def order_sign(
+    service_id: str, request: Request, runtime: RuntimeDep, session: SessionDep, principal: PrincipalDep
+) -> JSONResponse:
+    _known(service_id)
+    payload, raw = await read_json_raw(request, max_bytes=runtime.settings.max_body_bytes)
+    record = await submit(runtime, session, principal=principal, payload=payload, kind="cds", raw=raw)
+    explain_at, recheck_at = thresholds(record)
+    extra: dict[str, Any] = {"rulebase_version": record.rulebase_version}
+    for name in ("outcome", "engine_failed", "fail_mode"):
+        if hasattr(record, name):
+            extra[name] = getattr(record, name)
+    ids = [card_id(record.id, f, i) for i, f in enumerate(record.findings)]
+    body = cds_response(record.findings, review_id=record.id, verdict=record.verdict, explain_at=explain_at,
+                        recheck_at=recheck_at, card_ids=ids, extra=extra)
+    return JSONResponse(body)
+
+
+@router.post(
+    "/cds-services/{service_id}/feedback",
+    summary="记录医师对卡片的反馈（accepted / overridden）",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "object"},
+        "example": {"feedback": [{"card": "0b2d…", "outcome": "overridden", "overrideReason": {
+            "reason": {"code": "benefit-outweighs-risk", "display": "获益大于风险"}, "userComment": "已告知患者"},
+            "outcomeTimestamp": "2026-11-23T08:00:00Z"}]}}}}},
+)
+async def feedback(
+    service_id: str, request: Request, runtime: RuntimeDep, session: SessionDep, principal: PrincipalDep
+) -> JSONResponse:
+    _known(service_id)
+    doc = await read_json(request, max_bytes=runtime.settings.max_body_bytes)
+    items = doc.get("feedback")
+    if not isinstance(items, list) or not items:
+        raise ApiError(422, "需要非空数组 feedback", code="required", expression="feedback")
+    parsed = []
+    for i, item in enumerate(items):
+        where = f"feedback[{i}]"
+        if not isinstance(item, dict):
+            raise ApiError(422, "反馈项必须是对象", code="structure", expression=where)
+        card, outcome = item.get("card"), item.get("outcome")
+        if not isinstance(card, str) or not card:
+            raise ApiError(422, "缺少卡片 uuid", code="required", expression=f"{where}.card")
+        if outcome not in ("accepted", "overridden"):
+            raise ApiError(422, f"outcome 必须是 accepted 或 overridden，收到 {outcome!r}", code="value",
+                           expression=f"{where}.outcome")
+        reason = _override_reason(item.get("overrideReason"), f"{where}.overrideReason")
+        parsed.append((card, outcome, reason))
+
+    from audit_engine.store.reviews import get_review, record_feedback
+
+    def work() -> int:
+        try:
+            for i, (card, outcome, reason) in enumerate(parsed):
+                found = review_id_for_card(session, card)
+                if found is None:
+                    raise ApiError(404, f"没有卡片 {card}（不是本服务发出的卡片）", code="not-found",
+                                   expression=f"feedback[{i}].card")
+                review_id, position = found
+                record = get_review(session, review_id=review_id, principal=principal)
+                if record is None:
+                    raise ApiError(404, f"没有卡片 {card}", code="not-found", expression=f"feedback[{i}].card")
+                rule_id = record.findings[position].rule_id if position < len(record.findings) else None
+                record_feedback(session, review_id=review_id, principal=principal, outcome=outcome,
+                                rule_id=rule_id, card_id=card, reason=reason)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        return len(parsed)
+
+    recorded = await run_in_threadpool(work)
+    return JSONResponse({"recorded": recorded})
+
+
+def _override_reason(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ApiError(422, "overrideReason 必须是对象", code="structure", expression=where)
+    reason = value.get("reason") or {}
+    parts = [str(reason.get("display") or reason.get("code") or "")] if isinstance(reason, dict) else []
+    if isinstance(value.get("userComment"), str):
+        parts.append(value["userComment"])
+    text = "；".join(p for p in parts if p)
+    return text or None
+
+
+def _known(service_id: str) -> None:
+    if service_id != SERVICE_ID:
+        raise ApiError(404, f"没有 CDS 服务 {service_id!r}（可用：{SERVICE_ID}）", code="not-found")

@@ -1,0 +1,30 @@
+"""GET /health: 200 with the rulebase version once ready to review, 503 before."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import RuntimeDep
+
+router = APIRouter(tags=["service"])
+
+
+@router.get(
+    "/health",
+    summary="服务健康与当前规则库版本",
+    responses={
+        200: {"content": {"application/json": {"example": {"status": "ok", "rulebase": {"version": "3f2a…"}}}}},
+        503: {"description": "尚未就绪（启动中或规则库加载失败）"},
+    },
+)
+def health(runtime: RuntimeDep) -> JSONResponse:
+    if not runtime.ready or runtime.engine is None:
+        body: dict[str, Any] = {"status": "starting" if runtime.startup_error is None else "error"}
+        if runtime.startup_error:
+            body["error"] = runtime.startup_error
+        return JSONResponse(body, status_code=503)
+    engine = runtime.review_engine()
+    return JSONResponse({"status": "ok", "rulebase": {"version": engine.version}})

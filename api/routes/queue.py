@@ -1,0 +1,157 @@
+"""The pharmacist queue: claim the next task, read it, decide it; the doctor answers a return."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from api.deps import PharmacistDep, PrincipalDep, RuntimeDep, SessionDep
+from api.errors import FHIR_JSON, ApiError, read_json
+from api.views import jsonable, review_json, submit
+from audit_engine.fhir_out import task_resource
+
+router = APIRouter(prefix="/api/v1", tags=["queue"])
+
+
+class DecisionIn(BaseModel):
+    """A pharmacist's decision on a claimed task."""
+
+    decision: Literal["approve", "reject", "return"] = Field(description="approve 通过 / reject 拒绝 / return 打回医生")
+    reason: str | None = Field(default=None, max_length=2000, description="理由（reject、return 必填）")
+
+    model_config = {"json_schema_extra": {"examples": [{"decision": "return", "reason": "辛伐他汀与克拉霉素禁用，请换用阿奇霉素"}]}}
+
+
+def task_json(task: Any, review: Any | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = jsonable(task)
+    if review is not None:
+        body["review"] = review_json(review)
+    return body
+
+
+def task_fhir(task: Any) -> dict[str, Any]:
+    review_items: tuple[str, ...] = ()
+    return task_resource(
+        task_id=task.id, review_id=task.review_id, status=task.status,
+        priority="stat" if task.emergency else "routine",
+        owner=str(task.claimed_by) if task.claimed_by else None, institution=task.institution_code,
+        authored_on=jsonable(task.created_at), last_modified=jsonable(task.decided_at or task.claimed_at),
+        decision=task.decision, reason=task.reason, items=review_items,
+    )
+
+
+def _review_of(session: Any, task: Any, principal: Any) -> Any:
+    from audit_engine.store.reviews import get_review
+
+    return get_review(session, review_id=task.review_id, principal=principal)
+
+
+@router.post(
+    "/queue/claim",
+    summary="领取下一个复核任务（急诊优先，其次严重程度，再次等待时间）",
+    responses={200: {"description": "任务及其审核"}, 204: {"description": "队列为空"}},
+)
+def claim(session: SessionDep, principal: PharmacistDep,
+          lease_seconds: Annotated[int, Query(ge=30, le=3600, description="租约秒数，过期自动释放")] = 300) -> Response:
+    from audit_engine import queue
+
+    task = queue.claim_next(session, principal=principal, lease_seconds=lease_seconds)
+    session.commit()
+    if task is None:
+        return Response(status_code=204)
+    review = _review_of(session, task, principal)
+    session.commit()
+    return JSONResponse(task_json(task, review))
+
+
+@router.get("/tasks/{task_id}", summary="查看任务（`?_format=fhir` 返回 FHIR Task）")
+def get_task(task_id: str, request: Request, session: SessionDep, principal: PrincipalDep,
+             format_: Annotated[str | None, Query(alias="_format")] = None) -> JSONResponse:
+    from audit_engine import queue
+
+    task = queue.get_task(session, task_id=task_id, principal=principal)
+    if task is None:
+        raise ApiError(404, f"没有任务 {task_id}，或无权查看", code="not-found")
+    wants_fhir = (format_ or "").lower() == "fhir" or "application/fhir+json" in request.headers.get("accept", "")
+    if wants_fhir:
+        session.commit()
+        return JSONResponse(task_fhir(task), media_type=FHIR_JSON)
+    review = _review_of(session, task, principal)
+    session.commit()
+    return JSONResponse(task_json(task, review))
+
+
+@router.post("/tasks/{task_id}/decision", summary="药师决定：approve / reject / return（附理由）")
+def decide(task_id: str, body: DecisionIn, session: SessionDep, principal: PharmacistDep) -> JSONResponse:
+    from audit_engine import queue
+
+    if body.decision in ("reject", "return") and not (body.reason or "").strip():
+        raise ApiError(422, "拒绝或打回必须填写理由", code="required", expression="reason")
+    task = queue.decide(session, task_id=task_id, principal=principal, decision=body.decision, reason=body.reason)
+    session.commit()
+    return JSONResponse(task_json(task))
+
+
+@router.post(
+    "/tasks/{task_id}/answer",
+    summary="医生答复被打回的处方：modify（提交修改后的处方，重新审核并关联）或 insist（坚持原处方并说明理由，双签）",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "object", "properties": {
+            "answer": {"type": "string", "enum": ["modify", "insist"]},
+            "reason": {"type": "string"},
+            "bundle": {"type": "object", "description": "modify 时：修改后的处方 Bundle"}},
+            "required": ["answer"]},
+        "examples": {
+            "insist": {"value": {"answer": "insist", "reason": "患者既往长期使用，已监测肝功能（双签）"}},
+            "modify": {"value": {"answer": "modify", "bundle": {"resourceType": "Bundle", "type": "collection",
+                                                                   "entry": []}}}}}}}},
+)
+async def doctor_answer(task_id: str, request: Request, runtime: RuntimeDep, session: SessionDep,
+                        principal: PrincipalDep) -> JSONResponse:
+    from audit_engine import queue
+
+    doc = await read_json(request, max_bytes=runtime.settings.max_body_bytes)
+    answer = doc.get("answer")
+    reason = doc.get("reason")
+    if answer not in ("modify", "insist"):
+        raise ApiError(422, f"answer 必须是 modify 或 insist，收到 {answer!r}", code="value", expression="answer")
+    if reason is not None and not isinstance(reason, str):
+        raise ApiError(422, "reason 必须是字符串", code="value", expression="reason")
+    new_review = None
+    if answer == "insist":
+        if not (reason or "").strip():
+            raise ApiError(422, "坚持原处方（双签）必须说明理由", code="required", expression="reason")
+
+        def insist() -> Any:
+            try:
+                task = queue.doctor_answer(session, task_id=task_id, principal=principal, kind="insist", reason=reason)
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            return task
+
+        task = await run_in_threadpool(insist)
+    else:
+        bundle = doc.get("bundle")
+        if not isinstance(bundle, dict):
+            raise ApiError(422, "modify 需要修改后的处方 bundle", code="required", expression="bundle")
+        current = await run_in_threadpool(lambda: queue.get_task(session, task_id=task_id, principal=principal))
+        session.rollback()
+        if current is None:
+            raise ApiError(404, f"没有任务 {task_id}，或无权查看", code="not-found")
+        if current.status != "returned":
+            raise ApiError(409, f"任务状态为 {current.status}，只有被打回的处方可以修改重审", code="conflict")
+        # submit_review links the new review to the returned one and closes the task as "modified".
+        new_review = await submit(runtime, session, principal=principal, payload=bundle, kind="bundle",
+                                  replaces_review_id=current.review_id)
+        task = await run_in_threadpool(lambda: queue.get_task(session, task_id=task_id, principal=principal))
+        session.rollback()
+    body = task_json(task)
+    if new_review is not None:
+        body["new_review"] = review_json(new_review)
+    return JSONResponse(body)

@@ -1,0 +1,163 @@
+"""The native review API: submit a FHIR Bundle, read a review (long-poll for the decision)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from api.deps import PrincipalDep, RuntimeDep, SessionDep
+from api.errors import FHIR_JSON, ApiError, read_json_raw
+from api.views import review_json, submit, thresholds
+from audit_engine.fhir_out import detected_issues_bundle
+
+router = APIRouter(prefix="/api/v1", tags=["reviews"])
+
+_BUNDLE_EXAMPLE = {
+    "resourceType": "Bundle",
+    "type": "collection",
+    "entry": [
+        {"resource": {"resourceType": "Patient", "id": "pat-001", "gender": "female", "birthDate": "1951-03-09"}},
+        {"resource": {"resourceType": "Encounter", "id": "enc-001", "status": "in-progress",
+                      "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                      "subject": {"reference": "Patient/pat-001"}}},
+        {"resource": {
+            "resourceType": "MedicationRequest", "id": "mr-1",
+            "identifier": [{"system": "urn:his:rx", "value": "RX20261123001"}],
+            "status": "active", "intent": "order",
+            "medicationCodeableConcept": {"coding": [{"system": "http://www.whocc.no/atc", "code": "A10BA02",
+                                                      "display": "二甲双胍"}]},
+            "subject": {"reference": "Patient/pat-001"}, "encounter": {"reference": "Encounter/enc-001"},
+            "authoredOn": "2026-11-23",
+            "dosageInstruction": [{"text": "0.5g tid", "timing": {"repeat": {"frequency": 3, "period": 1,
+                                                                                 "periodUnit": "d"}},
+                                   "doseAndRate": [{"doseQuantity": {"value": 0.5, "unit": "g"}}]}],
+            "dispenseRequest": {"expectedSupplyDuration": {"value": 7, "unit": "d"}},
+        }},
+    ],
+}
+
+_REVIEW_EXAMPLE = {
+    "id": "4b6f0c2e9d7a4e59b1f3a8c2d5e6f701",
+    "verdict": "recheck",
+    "verdict_zh": "待药师复核",
+    "findings": [{
+        "rule_id": "RENAL-METFORMIN-30", "title": "eGFR<30 禁用二甲双胍", "level": 7, "category": "适宜性",
+        "subtype": "禁忌症", "message": "患者 eGFR 24，二甲双胍禁用", "suggestion": "停用二甲双胍",
+        "evidence": "FDA 2016", "implicated": ["MedicationRequest/mr-1"],
+    }],
+    "rulebase_version": "3f2a…",
+    "outcome": "pending",
+    "decision": None,
+    "history": [],
+}
+
+
+def _wants_fhir(request: Request, fmt: str | None) -> bool:
+    if fmt is not None:
+        return fmt.lower() in ("fhir", "json+fhir", "application/fhir+json")
+    return "application/fhir+json" in request.headers.get("accept", "")
+
+
+def _fhir_body(record: Any) -> dict[str, Any]:
+    explain_at, recheck_at = thresholds(record)
+    bundle = detected_issues_bundle(record.findings, review_id=record.id, explain_at=explain_at,
+                                    recheck_at=recheck_at, identified=review_json(record).get("created_at"))
+    bundle["id"] = record.id
+    bundle["meta"] = {"tag": [{"system": "urn:audit-engine:verdict", "code": record.verdict}]}
+    bundle["extension"] = [
+        {"url": "urn:audit-engine:verdict", "valueCode": record.verdict},
+        {"url": "urn:audit-engine:rulebase-version", "valueString": record.rulebase_version},
+    ]
+    return bundle
+
+
+@router.post(
+    "/reviews",
+    summary="提交处方（FHIR R4 Bundle）并同步得到审核结论",
+    description=(
+        "Bundle 类型 collection 或 transaction，含本张处方的 MedicationRequest 及可得的患者、就诊、医师、诊断、过敏、"
+        "检验信息。相同处方标识重复提交返回同一审核（不产生第二个任务）。`?_format=fhir` 或 "
+        "`Accept: application/fhir+json` 时以 DetectedIssue 的 Bundle 返回问题清单。"
+    ),
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/fhir+json": {"schema": {"type": "object"}, "example": _BUNDLE_EXAMPLE},
+        "application/json": {"schema": {"type": "object"}, "example": _BUNDLE_EXAMPLE}}}},
+    responses={
+        200: {"description": "审核结论", "content": {"application/json": {"example": _REVIEW_EXAMPLE}}},
+        413: {"description": "请求体过大（OperationOutcome）"},
+        422: {"description": "不是合格的处方（OperationOutcome，expression 为 FHIRPath）"},
+    },
+)
+async def create_review(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    principal: PrincipalDep,
+    format_: Annotated[str | None, Query(alias="_format", description="fhir: 以 DetectedIssue Bundle 返回")] = None,
+) -> JSONResponse:
+    payload, raw = await read_json_raw(request, max_bytes=runtime.settings.max_body_bytes)
+    kind = "medication_request" if payload.get("resourceType") == "MedicationRequest" else "bundle"
+    record = await submit(runtime, session, principal=principal, payload=payload, kind=kind, raw=raw)
+    headers = {"Location": f"/api/v1/reviews/{record.id}"}
+    status = 200 if getattr(record, "replayed", False) else 201
+    if _wants_fhir(request, format_):
+        return JSONResponse(_fhir_body(record), status_code=status, media_type=FHIR_JSON, headers=headers)
+    return JSONResponse(review_json(record), status_code=status, headers=headers)
+
+
+@router.get(
+    "/reviews/{review_id}",
+    summary="查询审核结果、药师决定与历史（可长轮询）",
+    description="`?wait=30`：药师尚未决定时最多等待 30 秒，决定一出立即返回。",
+    responses={200: {"content": {"application/json": {"example": _REVIEW_EXAMPLE}}}, 404: {"description": "不存在或无权查看"}},
+)
+async def read_review(
+    review_id: str,
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    principal: PrincipalDep,
+    wait: Annotated[float, Query(ge=0, le=300, description="长轮询秒数：等待药师决定")] = 0,
+    format_: Annotated[str | None, Query(alias="_format")] = None,
+) -> JSONResponse:
+    from audit_engine.store.reviews import get_review, review_status
+
+    def load() -> Any:
+        try:
+            record = get_review(session, review_id=review_id, principal=principal)
+            session.commit()  # the read is logged
+        except BaseException:
+            session.rollback()
+            raise
+        return record
+
+    def status() -> tuple[str, bool] | None:
+        try:
+            return review_status(session, review_id=review_id)
+        finally:
+            session.rollback()  # end the read transaction: the next poll must see new commits
+
+    record = await run_in_threadpool(load)
+    if record is None:
+        raise ApiError(404, f"没有审核 {review_id}，或无权查看", code="not-found")
+    deadline = time.monotonic() + min(wait, runtime.settings.long_poll_max_seconds)
+    interval = 0.05
+    decided = record.decided
+    while not decided and time.monotonic() < deadline:
+        if await request.is_disconnected():
+            break
+        # The decision may be made by any process: poll the database cheaply, backing off gently.
+        await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        interval = min(interval * 1.5, 0.5)
+        st = await run_in_threadpool(status)
+        decided = bool(st and st[1])
+    if decided and not record.decided:
+        record = await run_in_threadpool(load)
+    if _wants_fhir(request, format_):
+        return JSONResponse(_fhir_body(record), media_type=FHIR_JSON)
+    return JSONResponse(review_json(record))

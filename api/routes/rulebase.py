@@ -1,0 +1,197 @@
+"""Rulebase management (admin): upload, validate, dry-run, activate, roll back.
+
+Upload accepts a zip (``application/zip``), a multipart form of ``.rules`` / ``.csv``
+files (a zip among them is unpacked), or JSON ``{"files": {"path": "text"}, "label": ...}``.
+A version that does not check is refused with every diagnostic (``file:line:col``);
+nothing is stored. Activation flips the active row in one transaction; every process
+picks the new version up within its poll interval, reviews in flight finish on the old.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from api import rulebases
+from api.deps import AdminDep, RuntimeDep, SessionDep
+from api.errors import ApiError
+from audit_engine.errors import Diagnostic, InputIssue, IntakeError
+
+router = APIRouter(prefix="/api/v1/rulebases", tags=["rulebase"])
+
+
+def _diag_json(d: Diagnostic) -> dict[str, Any]:
+    return {"file": d.file, "line": d.line, "col": d.col, "message": d.message, "hint": d.hint,
+            "text": d.render()}
+
+
+def _row_json(row: Any, *, active_version: str | None = None) -> dict[str, Any]:
+    return {
+        "version": row.version,
+        "label": row.label,
+        "status": row.status,
+        "active": row.status == "active",
+        "uploaded_by": row.uploaded_by,
+        "uploaded_at": row.uploaded_at.isoformat(timespec="seconds") + "Z" if row.uploaded_at else None,
+        "activated_at": row.activated_at.isoformat(timespec="seconds") + "Z" if row.activated_at else None,
+        "files": sorted(row.files),
+    }
+
+
+async def _files_from_request(request: Request, max_bytes: int) -> tuple[dict[str, str], str | None]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype.startswith("multipart/"):
+        form = await request.form(max_files=rulebases.MAX_FILES)
+        files: dict[str, str] = {}
+        label = form.get("label")
+        for _, value in form.multi_items():
+            if isinstance(value, str):
+                continue
+            data = await value.read()
+            name = value.filename or "upload"
+            if name.lower().endswith(".zip"):
+                files.update(rulebases.files_from_zip(data))
+            else:
+                files[rulebases.clean_path(name)] = rulebases.decode(data, name)
+        if not files:
+            raise IntakeError([InputIssue("required", "表单中没有上传文件", expression="files")], status=422)
+        return files, label if isinstance(label, str) else None
+    raw = await request.body()
+    if len(raw) > max_bytes * 10:
+        raise IntakeError([InputIssue("too-costly", "规则库上传过大")], status=413)
+    if ctype in ("application/zip", "application/x-zip-compressed", "application/octet-stream"):
+        return rulebases.files_from_zip(raw), request.query_params.get("label")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise IntakeError([InputIssue("invalid", "需要 zip、multipart 或 JSON {files} 格式")], status=400) from None
+    if not isinstance(doc, dict):
+        raise IntakeError([InputIssue("structure", "JSON 顶层必须是对象", expression="$this")], status=422)
+    label = doc.get("label")
+    return rulebases.files_from_json(doc), label if isinstance(label, str) else None
+
+
+_UPLOAD_DOC = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object"}, "example": {
+        "label": "2026年第4季度县规则库", "files": {"main.rules": "…", "tables/dose_ranges.csv": "…"}}},
+    "application/zip": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}, "label": {"type": "string"}}}},
+}}}
+
+
+@router.post("/validate", summary="只校验，不保存：返回全部诊断（file:line:col）", openapi_extra=_UPLOAD_DOC)
+async def validate(request: Request, runtime: RuntimeDep, _: AdminDep) -> JSONResponse:
+    files, _label = await _files_from_request(request, runtime.settings.max_body_bytes)
+    checked = await run_in_threadpool(rulebases.check_files, files, runtime.settings)
+    return JSONResponse({"ok": checked.ok, "version": checked.version, "rules": checked.rule_count,
+                         "diagnostics": [_diag_json(d) for d in checked.diagnostics]},
+                        status_code=200 if checked.ok else 422)
+
+
+@router.post("", status_code=201, summary="上传新版本（校验通过才保存；不自动激活）", openapi_extra=_UPLOAD_DOC,
+             responses={422: {"description": "校验失败：diagnostics 列出每处 file:line:col"}})
+async def upload(request: Request, runtime: RuntimeDep, session: SessionDep, principal: AdminDep) -> JSONResponse:
+    from audit_engine.store.db import utcnow
+    from audit_engine.store.models import RulebaseVersion
+
+    files, label = await _files_from_request(request, runtime.settings.max_body_bytes)
+    checked = await run_in_threadpool(rulebases.check_files, files, runtime.settings)
+    if not checked.ok or checked.version is None:
+        return JSONResponse({"ok": False, "diagnostics": [_diag_json(d) for d in checked.diagnostics]},
+                            status_code=422)
+
+    def store() -> tuple[Any, bool]:
+        row = session.get(RulebaseVersion, checked.version)
+        if row is not None:
+            return row, False
+        row = RulebaseVersion(version=checked.version, label=label, files=files, status="uploaded",
+                              uploaded_by=principal.actor, uploaded_at=utcnow())
+        session.add(row)
+        _audit(session, principal, "rulebase.uploaded", checked.version)
+        session.commit()
+        return row, True
+
+    row, created = await run_in_threadpool(store)
+    return JSONResponse({"ok": True, **_row_json(row), "rules": checked.rule_count}, status_code=201 if created else 200)
+
+
+@router.get("", summary="列出规则库版本")
+def list_versions(session: SessionDep, _: AdminDep) -> JSONResponse:
+    from audit_engine.store.models import RulebaseVersion
+
+    rows = session.scalars(sa.select(RulebaseVersion).order_by(RulebaseVersion.uploaded_at.desc())).all()
+    return JSONResponse({"versions": [_row_json(r) for r in rows]})
+
+
+@router.post("/{version}/dry-run", summary="试运行：用该版本重审最近的处方，报告结论将如何变化")
+async def dry_run(version: str, runtime: RuntimeDep, session: SessionDep, principal: AdminDep,
+                  limit: Annotated[int, Query(ge=1, le=2000)] = 200) -> JSONResponse:
+    from api.dry_run import dry_run as run
+
+    row = _get(session, version)
+    report = await run_in_threadpool(run, session, row=row, principal=principal, settings=runtime.settings, limit=limit)
+    session.rollback()
+    return JSONResponse(report)
+
+
+@router.post("/{version}/activate", summary="激活该版本（原子切换；进行中的审核用旧版本完成）")
+def activate(version: str, runtime: RuntimeDep, session: SessionDep, principal: AdminDep) -> JSONResponse:
+    row = _get(session, version)
+    _make_active(session, principal, row, action="rulebase.activated")
+    runtime.sync_rulebase()
+    return JSONResponse({**_row_json(row), "serving": runtime.engine.version if runtime.engine else None})
+
+
+@router.post("/rollback", summary="回滚到上一个激活过的版本")
+def rollback(runtime: RuntimeDep, session: SessionDep, principal: AdminDep) -> JSONResponse:
+    from audit_engine.store.models import RulebaseVersion
+
+    current = session.scalar(sa.select(RulebaseVersion).where(RulebaseVersion.status == "active"))
+    q = sa.select(RulebaseVersion).where(RulebaseVersion.activated_at.is_not(None), RulebaseVersion.status != "active")
+    previous = session.scalar(q.order_by(RulebaseVersion.activated_at.desc()).limit(1))
+    if previous is None:
+        raise ApiError(409, "没有可回滚的先前版本", code="conflict")
+    _make_active(session, principal, previous, action="rulebase.rolled_back",
+                 detail={"from": current.version if current else None})
+    runtime.sync_rulebase()
+    return JSONResponse({**_row_json(previous), "serving": runtime.engine.version if runtime.engine else None})
+
+
+def _get(session: Any, version: str) -> Any:
+    from audit_engine.store.models import RulebaseVersion
+
+    row = session.get(RulebaseVersion, version)
+    if row is None:
+        raise ApiError(404, f"没有规则库版本 {version}", code="not-found")
+    return row
+
+
+def _make_active(session: Any, principal: Any, row: Any, *, action: str, detail: dict[str, Any] | None = None) -> None:
+    """One transaction: retire the active row, activate this one (stamping when)."""
+    from audit_engine.store.db import utcnow
+    from audit_engine.store.models import RulebaseVersion
+
+    try:
+        session.execute(sa.update(RulebaseVersion).where(RulebaseVersion.status == "active",
+                                                         RulebaseVersion.version != row.version)
+                        .values(status="retired"))
+        row.status = "active"
+        row.activated_at = utcnow()
+        _audit(session, principal, action, row.version, detail)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def _audit(session: Any, principal: Any, action: str, version: str, detail: dict[str, Any] | None = None) -> None:
+    from audit_engine import audit_log
+
+    audit_log.append(session, actor=audit_log.Actor.of(principal), action=action, object_type="rulebase",
+                     object_id=version[:64], detail=detail or {})

@@ -1,0 +1,207 @@
+"""Rulebase versions: stored in the database, materialised to a local folder to load.
+
+A version is the set of its files (``relative path -> text``), kept in
+``rulebase_versions`` so every replica can load it; ``version`` is the compiled rulebase's
+content hash, the same string every review records. Exactly one row is ``active``;
+activation and rollback flip it inside one transaction, and each process notices within
+its poll interval (``api.runtime``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from api.config import Settings
+from audit_engine.errors import Diagnostic, InputIssue, IntakeError, RulebaseError
+
+ALLOWED_SUFFIXES = (".rules", ".csv", ".md", ".txt")
+MAX_FILES = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """The outcome of validating a set of files: a compiled rulebase or every diagnostic."""
+
+    version: str | None
+    compiled: Any | None
+    diagnostics: tuple[Diagnostic, ...]
+    rule_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.compiled is not None
+
+
+def _bad(message: str, expression: str | None = None) -> IntakeError:
+    return IntakeError([InputIssue("invalid", message, expression=expression)], status=422)
+
+
+def clean_path(name: str) -> str:
+    """A safe relative POSIX path inside the rulebase folder, or IntakeError."""
+    p = PurePosixPath(name.replace("\\", "/"))
+    if p.is_absolute() or any(part in ("..", "") for part in p.parts) or not p.parts:
+        raise _bad(f"文件路径不安全：{name!r}", expression=f"files['{name}']")
+    if p.suffix.lower() not in ALLOWED_SUFFIXES:
+        raise _bad(f"不支持的文件类型：{name!r}（只接受 {', '.join(ALLOWED_SUFFIXES)}）", expression=f"files['{name}']")
+    return p.as_posix()
+
+
+def files_from_zip(data: bytes) -> dict[str, str]:
+    """The rulebase files of a zip archive (a single top folder is stripped)."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise _bad("上传的内容不是有效的 zip 文件") from None
+    names = [n for n in zf.namelist() if not n.endswith("/") and not n.startswith("__MACOSX/")]
+    if len(names) > MAX_FILES:
+        raise _bad(f"文件过多（{len(names)} > {MAX_FILES}）")
+    tops = {n.split("/", 1)[0] for n in names}
+    strip = len(tops) == 1 and all("/" in n for n in names)
+    out: dict[str, str] = {}
+    for n in names:
+        rel = n.split("/", 1)[1] if strip else n
+        if PurePosixPath(rel).suffix.lower() not in ALLOWED_SUFFIXES:
+            continue
+        out[clean_path(rel)] = decode(zf.read(n), rel)
+    if not out:
+        raise _bad("zip 中没有 .rules 或 .csv 文件")
+    return out
+
+
+def decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _bad(f"{name}: 文件不是 UTF-8 编码", expression=f"files['{name}']") from None
+
+
+def files_from_json(doc: Mapping[str, Any]) -> dict[str, str]:
+    """``{"files": {"path": "text", ...}}`` → files."""
+    files = doc.get("files")
+    if not isinstance(files, dict) or not files:
+        raise _bad("需要 files 对象：{\"路径\": \"文件内容\"}", expression="files")
+    out: dict[str, str] = {}
+    for name, text in files.items():
+        if not isinstance(text, str):
+            raise _bad(f"{name}: 文件内容必须是字符串", expression=f"files['{name}']")
+        out[clean_path(str(name))] = text
+    if len(out) > MAX_FILES:
+        raise _bad(f"文件过多（{len(out)} > {MAX_FILES}）")
+    return out
+
+
+def files_of_folder(folder: Path) -> dict[str, str]:
+    """Every rulebase file under ``folder`` (the shipped rulebase, registered at first start)."""
+    out: dict[str, str] = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix.lower() in ALLOWED_SUFFIXES:
+            out[p.relative_to(folder).as_posix()] = p.read_text(encoding="utf-8-sig")
+    return out
+
+
+def files_digest(files: Mapping[str, str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode())
+        h.update(b"\0")
+        h.update(files[name].encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def materialise(files: Mapping[str, str], settings: Settings, *, key: str | None = None) -> Path:
+    """Write ``files`` to a folder under the local store (idempotent; the key names the folder)."""
+    root = Path(settings.rulebase_store_dir)
+    folder = root / (key or files_digest(files))
+    if folder.is_dir():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    for name, text in files.items():
+        target = tmp / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    try:
+        os.replace(tmp, folder)  # atomic: a concurrent process sees all files or none
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race; its copy is identical
+    return folder
+
+
+def check_files(files: Mapping[str, str], settings: Settings) -> Checked:
+    """Parse, check and compile; collect every diagnostic instead of raising."""
+    from audit_engine.lang.compiler import compile_rulebase
+    from audit_engine.lang.loader import load_rulebase
+
+    folder = materialise(files, settings)
+    try:
+        rb = load_rulebase(folder)
+        compiled = compile_rulebase(rb)
+    except RulebaseError as err:
+        return Checked(None, None, tuple(_relative(d, folder) for d in err.diagnostics))
+    return Checked(str(compiled.version), compiled, (), rule_count=len(getattr(rb, "rules", ()) or ()))
+
+
+def _relative(d: Diagnostic, folder: Path) -> Diagnostic:
+    """Diagnostics name the uploaded file, not our cache folder."""
+    try:
+        rel = Path(d.file).resolve().relative_to(folder.resolve()).as_posix()
+    except (ValueError, OSError):
+        return d
+    return Diagnostic(rel, d.line, d.col, d.message, d.source_line, d.hint, d.end_col)
+
+
+def _model() -> Any:
+    from audit_engine.store.models import RulebaseVersion
+
+    return RulebaseVersion
+
+
+def active_version(db: sa.Engine, settings: Settings) -> tuple[str, str] | None:
+    """(version, local folder) of the active version: one indexed row, then a folder cached on disk."""
+    model = _model()
+    with Session(db) as s:
+        row = s.execute(sa.select(model.version).where(model.status == "active").limit(1)).scalar_one_or_none()
+        if row is None:
+            return None
+        folder = Path(settings.rulebase_store_dir) / f"v-{row[:40]}"
+        if not folder.is_dir():
+            files = s.execute(sa.select(model.files).where(model.version == row)).scalar_one()
+            folder = materialise(files, settings, key=f"v-{row[:40]}")
+        return row, str(folder)
+
+
+def register_shipped(db: sa.Engine, *, version: str, folder: Path) -> None:
+    """At first start, record the loaded rulebase as the active version (so rollback has a target)."""
+    model = _model()
+    try:
+        _register(db, model, version=version, folder=folder)
+    except sa.exc.IntegrityError:
+        pass  # another process registered it at the same moment
+
+
+def _register(db: sa.Engine, model: Any, *, version: str, folder: Path) -> None:
+    from audit_engine.store.db import utcnow
+
+    with Session(db) as s, s.begin():
+        if s.execute(sa.select(model.version).where(model.status == "active").limit(1)).first() is not None:
+            return
+        existing = s.get(model, version)
+        if existing is None:
+            s.add(model(version=version, label="随系统发布的规则库", files=files_of_folder(folder), status="active",
+                        uploaded_by="system", uploaded_at=utcnow(), activated_at=utcnow()))
+        else:
+            existing.status = "active"
+            existing.activated_at = utcnow()
