@@ -385,8 +385,14 @@ def build_dictionary(folder: Path) -> DrugDictionary:
     for d in drugs.values():
         if d.atc and len(d.atc) == 7:
             codes[("atc", d.atc)] = d
-        for r in d.rxnorm:
-            codes[("rxnorm", r)] = d
+        # An ingredient RXCUI names the single-ingredient drug; a combination lists its
+        # ingredients' RXCUIs for reference but is reached through its own codes.csv rows.
+        if len(d.ingredients) == 1:
+            for r in d.rxnorm:
+                if ("rxnorm", r) in codes:
+                    errors.error(None, None, f"RxNorm {r} of {d.id!r} already names {codes['rxnorm', r].id!r}",
+                                 file=str(folder / "drugs.csv"))
+                codes[("rxnorm", r)] = d
     codes_path = folder / "codes.csv"
     if codes_path.exists():
         for row in read_rows(codes_path, CODE_COLUMNS, errors):
