@@ -25,6 +25,7 @@ Reading decisions (China profile, CONTRACT.md):
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -248,15 +249,18 @@ def _pregnancy(intake: Intake, p: dict[str, Any], diagnoses: list[dict[str, Any]
         p["lactating"] = True
 
 
+_BROAD_ATC = re.compile(r"^[A-Z](?:\d\d[A-Z]?)?$")  # ATC levels 1-3: far too broad to be an allergen
+
+
 def _allergy_names(drug: Any) -> set[str]:
     fields = drug.item_fields()
-    classes = {c for c in fields.get("classes", []) if not (c[:1].isupper() and c[1:3].isdigit() and len(c) < 5)}
+    classes = {c for c in fields.get("classes", []) if not _BROAD_ATC.match(c)}
     return set(fields.get("ingredients", [])) | classes
 
 
 def _allergies(intake: Intake, dictionary: DictionaryLike, institution: str | None) -> list[str] | None:
     if not intake.allergies:
-        return None
+        return [] if intake.allergies_supplied else None
     names: set[str] = set()
     for e in intake.allergies:
         a = e.resource

@@ -182,6 +182,8 @@ def _read_dose(dosage: Any, where: str, item: str, drug: DrugLike | None, weight
     if value <= 0:
         issues.append(FactIssue("DOSE_UNPARSEABLE", f"剂量应大于 0，收到 {value:g}", item, qwhere))
         return out, True
+    # kept even when the amount cannot be converted: days' supply can still be counted in 片
+    out.raw_value, out.raw_unit = value, symbol
     variants, why = canonical_variants(value, symbol, drug, weight_kg)
     if why is not None:
         issues.append(FactIssue("DOSE_UNPARSEABLE", why, item, qwhere))
@@ -194,7 +196,7 @@ def _read_dose(dosage: Any, where: str, item: str, drug: DrugLike | None, weight
                 "UNIT_CONFLICT", f"剂量单位 '{symbol}' 与药品规格单位（" + "、".join(sorted(
                     {s.unit for s in drug.strengths})) + "）矛盾", item, qwhere))
             return out, True
-    out.variants, out.raw_value, out.raw_unit = variants, value, symbol
+    out.variants = variants
     return out, True
 
 
@@ -260,7 +262,9 @@ def _route(dosage: Any, where: str, item: str, issues: list[FactIssue]) -> str |
             route = dosing.route_from_code(c.code) or dosing.route_from_text(c.display)
             if route:
                 break
-        route = route or dosing.route_from_text(concept.text)
+        from_text = dosing.route_from_text(concept.text)
+        if route is None or (route == "静注" and from_text == "静滴"):  # the HIS's own word refines the IV code
+            route = from_text
         if route is None:
             shown = concept.text or "、".join(f"{c.code or ''} {c.display or ''}".strip() for c in concept.coding or [])
             issues.append(FactIssue("ROUTE_UNKNOWN", f"无法识别的给药途径 '{shown}'", item, f"{where}.route"))
@@ -299,13 +303,17 @@ def _days(mr: Any, doses: list[_Dose], per_day_units: float | None, daily: dict[
     if written and symbol is None:
         return None
     first = doses[0]
-    if per_day_units and symbol == first.raw_unit and first.raw_value:
+    if per_day_units and (symbol == first.raw_unit or (symbol, first.raw_unit) in _SAME_COUNT) and first.raw_value:
         return float(q.value) / per_day_units
     variants, why = canonical_variants(float(q.value), symbol, drug, None)
     common = [d for d in variants if daily.get(d)]
     if why is None and common:
         return variants[common[0]] / daily[common[0]]
     return None
+
+
+# A dispensed quantity in 片 and a dose in 粒 (or the reverse) count the same units.
+_SAME_COUNT = {("片", "粒"), ("粒", "片"), ("片", None), (None, "片")}
 
 
 def _overdose_reason(mr: Any) -> bool:

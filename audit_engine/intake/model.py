@@ -54,7 +54,8 @@ class Intake:
     medications: tuple[ResourceEntry, ...] = ()
     prescription_id: str | None = None
     user_id: str | None = None
-    conditions_supplied: bool = False
+    conditions_supplied: bool = False  # a diagnosis list was sent (possibly empty): "none" is then a fact
+    allergies_supplied: bool = False  # likewise for allergies (CDS prefetch ``allergies`` key)
     warnings: tuple[InputIssue, ...] = ()
 
     def find(self, reference: str | None) -> ResourceEntry | None:

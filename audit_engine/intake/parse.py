@@ -111,6 +111,7 @@ def _assemble(
     encounter_ref: str | None = None,
     user_id: str | None = None,
     conditions_supplied: bool = False,
+    allergies_supplied: bool = False,
 ) -> Intake:
     subject = _one_subject(orders, c.issues)
     c.raise_if_any()
@@ -133,6 +134,7 @@ def _assemble(
         prescription_id=prescription_identifier(orders, anchor, bundle_identifier),
         user_id=user_id,
         conditions_supplied=conditions_supplied or bool(c.get("conditions")),
+        allergies_supplied=allergies_supplied or bool(c.get("allergies")),
         warnings=tuple(c.warnings),
     )
 
@@ -238,7 +240,7 @@ def parse_cds_request(payload: dict[str, Any]) -> Intake:
         prefetch = context["prefetch"]
         c.warnings.append(InputIssue("informational", "已按旧格式兼容处理：prefetch 写在 context 中",
                                      expression="context.prefetch", severity="warning"))
-    conditions_supplied = False
+    conditions_supplied = allergies_supplied = False
     if prefetch is not None and not isinstance(prefetch, dict):
         c.issues.append(InputIssue("structure", "prefetch 应为 JSON 对象", expression="prefetch"))
     elif isinstance(prefetch, dict):
@@ -252,6 +254,7 @@ def parse_cds_request(payload: dict[str, Any]) -> Intake:
                 c.issues.append(InputIssue("structure", "预取结果应为 FHIR 资源或 Bundle", expression=where))
             elif value.get("resourceType") == "Bundle":
                 conditions_supplied |= key == "conditions"
+                allergies_supplied |= key == "allergies"
                 c.add_bundle_entries(value, where, bare_ok=True)
             else:
                 c.add(value, where)
@@ -274,6 +277,7 @@ def parse_cds_request(payload: dict[str, Any]) -> Intake:
         encounter_ref=context.get("encounterId") if isinstance(context.get("encounterId"), str) else None,
         user_id=user_id if isinstance(user_id, str) else None,
         conditions_supplied=conditions_supplied,
+        allergies_supplied=allergies_supplied,
     )
 
 
