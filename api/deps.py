@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -14,8 +14,7 @@ from api.config import Settings
 from api.errors import ApiError
 from api.runtime import Runtime
 
-if TYPE_CHECKING:
-    from audit_engine.auth import Principal
+from audit_engine.auth import Principal
 
 log = logging.getLogger("api")
 
@@ -101,7 +100,7 @@ def get_principal(
     return principal
 
 
-PrincipalDep = Annotated["Principal", Depends(get_principal)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def require_roles(*roles: str) -> Callable[..., Any]:
@@ -118,7 +117,7 @@ def require_roles(*roles: str) -> Callable[..., Any]:
     return check
 
 
-PharmacistDep = Annotated["Principal", Depends(require_roles("pharmacist"))]
-QualityDep = Annotated["Principal", Depends(require_roles("quality", "admin", "pharmacist"))]
-AdminDep = Annotated["Principal", Depends(require_roles("admin"))]
-HisDep = Annotated["Principal", Depends(require_roles("his"))]
+PharmacistDep = Annotated[Principal, Depends(require_roles("pharmacist"))]
+QualityDep = Annotated[Principal, Depends(require_roles("quality", "admin", "pharmacist"))]
+AdminDep = Annotated[Principal, Depends(require_roles("admin"))]
+HisDep = Annotated[Principal, Depends(require_roles("his"))]

@@ -43,7 +43,8 @@ def create(body: SubscriptionIn, session: SessionDep, principal: PrincipalDep) -
     from audit_engine import webhooks
 
     _need_institution(principal)
-    sub, secret = webhooks.create_subscription(session, principal=principal, url=body.url, secret=body.secret)
+    sub, secret = webhooks.create_subscription(session, institution_id=principal.institution_id, url=body.url,
+                                              secret=body.secret)
     session.commit()
     out = _sub_json(sub)
     out["secret"] = secret
@@ -54,7 +55,8 @@ def create(body: SubscriptionIn, session: SessionDep, principal: PrincipalDep) -
 def list_(session: SessionDep, principal: PrincipalDep) -> JSONResponse:
     from audit_engine import webhooks
 
-    subs = webhooks.list_subscriptions(session, principal=principal)
+    _need_institution(principal)
+    subs = webhooks.list_subscriptions(session, institution_id=principal.institution_id)
     return JSONResponse({"subscriptions": [_sub_json(s) for s in subs]})
 
 
@@ -62,6 +64,7 @@ def list_(session: SessionDep, principal: PrincipalDep) -> JSONResponse:
 def delete(subscription_id: int, session: SessionDep, principal: PrincipalDep) -> Response:
     from audit_engine import webhooks
 
-    webhooks.delete_subscription(session, principal=principal, subscription_id=subscription_id)
+    _need_institution(principal)
+    webhooks.delete_subscription(session, subscription_id=subscription_id, institution_id=principal.institution_id)
     session.commit()
     return Response(status_code=204)

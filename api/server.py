@@ -1,0 +1,180 @@
+"""The ``serve``, ``institution add`` and ``user add`` commands.
+
+``serve`` upgrades the schema, optionally loads the demo, then runs uvicorn and, beside
+it, the background worker (lease expiry, timeouts, webhooks) in its own process under a
+supervisor thread that restarts it whenever it dies: a native crash in a worker must not
+silently stop timeouts. With ``--workers N`` on PostgreSQL, uvicorn runs N API processes
+(and restarts any that die); SQLite stays at one process, since its single write lock
+would serialise them anyway.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from api.config import get_settings
+
+log = logging.getLogger("api.server")
+
+WORKER_RESTART_DELAY_S = 1.0
+
+
+def _worker_main(url: str) -> None:
+    """Entry point of the background worker process."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [worker] %(message)s")
+    from audit_engine.worker import run_worker
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    interval = float(os.environ.get("AUDIT_WORKER_INTERVAL", "1.0"))
+    run_worker(url, stop, interval_s=interval)
+
+
+class WorkerSupervisor:
+    """Keeps one background worker process alive; restarts it when it exits for any reason."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ctx = mp.get_context("spawn")
+        self.proc: Any = None
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="worker-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self._thread.start()
+
+    def _spawn(self) -> None:
+        self.proc = self.ctx.Process(target=_worker_main, args=(self.url,), name="audit-worker", daemon=False)
+        self.proc.start()
+        print(f"background worker started (pid {self.proc.pid})", file=sys.stderr, flush=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            if self.proc is not None and not self.proc.is_alive():
+                code = self.proc.exitcode
+                print(f"background worker (pid {self.proc.pid}) exited with {code}; restarting",
+                      file=sys.stderr, flush=True)
+                self.restarts += 1
+                time.sleep(WORKER_RESTART_DELAY_S)
+                if not self._stop.is_set():
+                    self._spawn()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(10)
+            if self.proc.is_alive():
+                self.proc.kill()
+
+
+def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, workers: int = 1) -> int:
+    """``audit-engine serve``: upgrade the schema, optionally load the demo, serve."""
+    import uvicorn
+
+    from audit_engine.store.db import upgrade_schema
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    if settings.auth_disabled:
+        log.warning("AUDIT_AUTH_DISABLED=1: authentication is OFF (local development only)")
+    try:
+        upgrade_schema(settings.database_url)
+    except Exception as exc:
+        print(f"无法升级数据库结构（{settings.database_url}）：{exc}", file=sys.stderr)
+        return 1
+    if demo:
+        from api.demo import load_demo
+
+        try:
+            load_demo(settings.database_url, out=sys.stdout)
+        except Exception as exc:
+            log.exception("demo loading failed")
+            print(f"演示数据加载失败：{exc}", file=sys.stderr)
+            return 1
+    is_sqlite = settings.database_url.startswith("sqlite")
+    if workers > 1 and is_sqlite:
+        print("SQLite 只支持单进程；--workers 需要 PostgreSQL（AUDIT_DATABASE_URL）。按 1 个进程启动。", file=sys.stderr)
+        workers = 1
+    supervisor = WorkerSupervisor(settings.database_url)
+    supervisor.start()
+    try:
+        uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_level=os.environ.get("AUDIT_LOG_LEVEL", "info"), access_log=False)
+    finally:
+        supervisor.stop()
+    return 0
+
+
+def cmd_institution_add(code: str, name: str, *, level: str) -> int:
+    """``audit-engine institution add``: register an institution, print its API key once.
+
+    The first 县级医院 registered becomes the review centre (牵头医院); later institutions join it.
+    """
+    import sqlalchemy as sa
+
+    from audit_engine import auth
+    from audit_engine.errors import ServiceError
+    from audit_engine.store.db import make_engine, session_scope, upgrade_schema
+    from audit_engine.store.models import Institution
+
+    url = get_settings().database_url
+    upgrade_schema(url)
+    db = make_engine(url)
+    try:
+        with session_scope(db) as s:
+            has_centre = s.scalar(sa.select(Institution.id).where(Institution.is_centre).limit(1)) is not None
+            inst, key = auth.create_institution(s, code=code, name=name, level=level,
+                                                is_centre=(level == "县级医院" and not has_centre))
+            centre = inst.is_centre
+    except ServiceError as err:
+        print(f"错误：{err.message}（{err.location}）", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    role = "（审方中心/牵头医院）" if centre else ""
+    print(f"已登记机构 {code} {name}（{level}）{role}")
+    print(f"API 密钥（只显示这一次，请妥善保存）：{key}")
+    return 0
+
+
+def cmd_user_add(username: str, *, role: str, institution: str | None = None) -> int:
+    """``audit-engine user add``: create a user; the password comes from standard input."""
+    from audit_engine import auth
+    from audit_engine.errors import ServiceError
+    from audit_engine.store.db import make_engine, session_scope, upgrade_schema
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("密码：")
+        if getpass.getpass("再次输入密码：") != password:
+            print("两次输入的密码不一致", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        print("密码至少 8 个字符", file=sys.stderr)
+        return 1
+    url = get_settings().database_url
+    upgrade_schema(url)
+    db = make_engine(url)
+    try:
+        with session_scope(db) as s:
+            auth.create_user(s, username=username, password=password, role=role, institution_code=institution)
+    except ServiceError as err:
+        print(f"错误：{err.message}（{err.location}）", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    print(f"已创建用户 {username}（{role}{'，' + institution if institution else ''}）")
+    return 0

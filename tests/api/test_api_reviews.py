@@ -1,0 +1,118 @@
+"""The native review API: contract shape, idempotency, FHIR output, scoping, long-poll."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from conftest import World, load_fixture
+
+SIMVA_CLARI = "flagged/interaction_simvastatin_clarithromycin.json"
+WARFARIN_ASPIRIN = "flagged/interaction_warfarin_aspirin.json"
+
+
+def test_health_reports_the_serving_rulebase_version(world: World) -> None:
+    r = world.client.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "rulebase": {"version": world.engine.version}}
+
+
+def test_review_returns_verdict_findings_and_rulebase_version(any_world: World) -> None:
+    w = any_world
+    r = w.client.post("/api/v1/reviews", json=load_fixture(SIMVA_CLARI), headers=w.his())
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert set(body) >= {"id", "verdict", "findings", "rulebase_version"}
+    assert body["verdict"] == "block"
+    assert body["rulebase_version"] == w.engine.version
+    f = body["findings"][0]
+    assert {"rule_id", "level", "category", "message", "implicated"} <= set(f)
+    assert f["implicated"] == ["MedicationRequest/mr-simvastatin", "MedicationRequest/mr-clarithromycin"]
+
+
+def test_posting_the_same_prescription_twice_returns_the_same_review_and_one_task(any_world: World) -> None:
+    w = any_world
+    bundle = load_fixture(WARFARIN_ASPIRIN)
+    first = w.client.post("/api/v1/reviews", json=bundle, headers=w.his())
+    second = w.client.post("/api/v1/reviews", json=bundle, headers=w.his())
+    assert first.status_code == 201 and second.status_code == 200
+    assert first.json()["id"] == second.json()["id"]
+    assert first.json()["verdict"] == "recheck"
+    claimed = w.client.post("/api/v1/queue/claim", headers=w.user("pharmacist"))
+    assert claimed.status_code == 200
+    assert w.client.post("/api/v1/queue/claim", headers=w.user("pharmacist")).status_code == 204
+
+
+def test_fhir_format_gives_detected_issues_with_severity_and_implicated(world: World) -> None:
+    w = world
+    r = w.client.post("/api/v1/reviews", json=load_fixture(SIMVA_CLARI), headers=w.his() | {
+        "Accept": "application/fhir+json"})
+    assert r.headers["content-type"].startswith("application/fhir+json")
+    issue = r.json()["entry"][0]["resource"]
+    assert issue["resourceType"] == "DetectedIssue"
+    assert issue["severity"] == "high"
+    assert issue["implicated"][0]["reference"] == "MedicationRequest/mr-simvastatin"
+    assert issue["mitigation"][0]["action"]["text"]
+    again = w.client.get(f"/api/v1/reviews/{r.json()['id']}?_format=fhir", headers=w.his())
+    assert again.json()["entry"][0]["resource"]["code"]["coding"][0]["code"] == "DDI-TABLE"
+
+
+def test_requests_without_valid_credentials_get_401_operation_outcome(world: World) -> None:
+    w = world
+    for headers in ({}, {"Authorization": "Bearer nonsense"}, {"Authorization": "Basic abc"}):
+        r = w.client.post("/api/v1/reviews", json=load_fixture(SIMVA_CLARI), headers=headers)
+        assert r.status_code == 401
+        assert r.json()["resourceType"] == "OperationOutcome"
+    assert w.client.get("/api/v1/reviews/x").status_code == 401
+    assert w.client.post("/api/v1/queue/claim").status_code == 401
+
+
+def test_an_institution_sees_only_its_own_reviews_and_the_centre_sees_members(world: World) -> None:
+    w = world
+    rid = w.client.post("/api/v1/reviews", json=load_fixture(SIMVA_CLARI), headers=w.his()).json()["id"]
+    assert w.client.get(f"/api/v1/reviews/{rid}", headers=w.his()).status_code == 200
+    assert w.client.get(f"/api/v1/reviews/{rid}", headers=w.his(w.other_member_key)).status_code == 404
+    assert w.client.get(f"/api/v1/reviews/{rid}", headers=w.his(w.centre_key)).status_code == 200
+    assert w.client.get(f"/api/v1/reviews/{rid}", headers=w.user("quality")).status_code == 200
+
+
+def test_every_read_of_a_prescription_is_in_the_history(world: World) -> None:
+    w = world
+    rid = w.client.post("/api/v1/reviews", json=load_fixture(SIMVA_CLARI), headers=w.his()).json()["id"]
+    w.client.get(f"/api/v1/reviews/{rid}", headers=w.user("quality"))
+    history = w.client.get(f"/api/v1/reviews/{rid}", headers=w.his()).json()["history"]
+    assert any(h["action"] == "prescription.read" for h in history)
+
+
+def test_long_poll_returns_as_soon_as_the_pharmacist_decides(world: World) -> None:
+    w = world
+    rid = w.client.post("/api/v1/reviews", json=load_fixture(WARFARIN_ASPIRIN), headers=w.his()).json()["id"]
+    task = w.client.post("/api/v1/queue/claim", headers=w.user("pharmacist")).json()
+    result: dict[str, object] = {}
+
+    def poll() -> None:
+        r = w.client.get(f"/api/v1/reviews/{rid}?wait=20", headers=w.his())
+        result["body"] = r.json()
+
+    t = threading.Thread(target=poll)
+    t.start()
+    time.sleep(0.3)
+    assert "body" not in result  # still waiting: no decision yet
+    d = w.client.post(f"/api/v1/tasks/{task['id']}/decision", json={"decision": "approve"},
+                      headers=w.user("pharmacist"))
+    assert d.status_code == 200, d.text
+    t.join(15)
+    body = result["body"]
+    assert isinstance(body, dict)
+    assert body["decision"]["decision"] == "approve"
+
+
+def test_an_engine_failure_answers_by_the_fail_closed_policy_not_a_500(world: World) -> None:
+    w = world
+    w.engine.fail = True
+    r = w.client.post("/api/v1/reviews", json=load_fixture(SIMVA_CLARI), headers=w.his())
+    assert r.status_code == 201
+    body = r.json()
+    assert body["verdict"] == "recheck"
+    assert body["engine_failed"] is True and body["fail_mode"] == "closed"
+    assert "Traceback" not in r.text
