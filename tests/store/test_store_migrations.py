@@ -1,0 +1,50 @@
+"""Migrations build exactly the models' schema, on both databases, and re-running is harmless."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from audit_engine.store.db import make_engine, upgrade_schema
+from audit_engine.store.models import Base
+
+
+def test_migration_0001_creates_exactly_the_models_schema(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diffs == []
+
+
+def test_upgrading_twice_is_harmless_and_reaches_head(db_url: str) -> None:
+    upgrade_schema(db_url)
+    upgrade_schema(db_url)
+    eng = make_engine(db_url)
+    try:
+        with eng.connect() as conn:
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+            assert conn.execute(sa.text("SELECT last_id FROM audit_head")).scalar_one() == 0
+    finally:
+        eng.dispose()
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys_on(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/a.sqlite"
+    upgrade_schema(url)
+    eng = make_engine(url)
+    try:
+        with eng.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() >= 1000
+    finally:
+        eng.dispose()
+
+
+def test_the_default_url_is_a_sqlite_file_under_data(monkeypatch) -> None:
+    from audit_engine.store.db import database_url
+
+    monkeypatch.delenv("AUDIT_DATABASE_URL", raising=False)
+    assert database_url() == "sqlite:///data/audit.sqlite"
+    monkeypatch.setenv("AUDIT_DATABASE_URL", "postgresql+psycopg://u@h/db")
+    assert database_url() == "postgresql+psycopg://u@h/db"
