@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,7 +239,7 @@ class DrugDictionary:
             return self._local.get((institution, code.strip())) if institution else None
         return self._codes.get((kind, code.strip()))
 
-    def resolve(self, codings: list[tuple[str | None, str | None, str | None]], text: str | None = None,
+    def resolve(self, codings: Sequence[tuple[str | None, str | None, str | None]], text: str | None = None,
                 institution: str | None = None) -> Drug | None:
         """The canonical drug for a FHIR CodeableConcept, or None when nothing maps.
 
