@@ -111,6 +111,13 @@ def _model_at(model: type[Any], loc: Iterable[Any]) -> type[Any] | None:
 def _unwrap(ann: Any) -> Any:
     if hasattr(ann, "model_fields"):
         return ann
+    name = getattr(ann, "__name__", "")
+    if isinstance(ann, type) and name.endswith("Type") and len(name) > 4:
+        # fhir.resources annotates with abstract "<Name>Type" placeholders; the model is looked up by name
+        try:
+            return get_fhir_model_class(name[:-4])
+        except ValueError:
+            return None
     for arg in getattr(ann, "__args__", ()) or ():
         found = _unwrap(arg)
         if found is not None:
