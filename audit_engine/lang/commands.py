@@ -1,0 +1,130 @@
+"""``audit-engine check PATH`` and ``audit-engine test PATH``: never a traceback for bad rule text."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from audit_engine.errors import AuditEngineError, RulebaseError
+from audit_engine.findings import Finding
+from audit_engine.lang import nodes as n
+from audit_engine.lang.interpreter import evaluate
+from audit_engine.lang.loader import load_rulebase
+from audit_engine.lang.testcases import judge, run_case
+from audit_engine.schema import PrescriptionFacts
+
+
+def _load(path: str, out: TextIO) -> n.Rulebase | None:
+    try:
+        return load_rulebase(path)
+    except RulebaseError as err:
+        for d in err.diagnostics:
+            print(d.render(), file=out)
+        print(f"{len(err.diagnostics)} 个错误", file=out)
+    except AuditEngineError as err:
+        print(f"错误：{err}", file=out)
+    except OSError as err:
+        print(f"错误：无法读取 {path}：{err.strerror or err}", file=out)
+    return None
+
+
+def cmd_check(path: str, out: TextIO | None = None) -> int:
+    """Parse and check a rulebase; print diagnostics, or counts per category and sub-type."""
+    out = out or sys.stdout
+    rb = _load(path, out)
+    if rb is None:
+        return 1
+    compiled_note = _try_compile(rb)
+    by_cat: Counter[str] = Counter()
+    by_sub: Counter[tuple[str, str]] = Counter()
+    for rule in rb.rules:
+        assert rule.category is not None
+        by_cat[rule.category.main] += 1
+        by_sub[(rule.category.main, rule.category.sub)] += 1
+    print(f"{rb.name}{' ' + rb.version if rb.version else ''}：{len(rb.rules)} 条规则，"
+          f"{len(rb.tables)} 张表（{sum(len(t.rows) for t in rb.tables.values())} 行），"
+          f"{len(rb.tests)} 个测试，{len(rb.files)} 个文件", file=out)
+    for cat in sorted(by_cat):
+        print(f"  {cat} {by_cat[cat]}", file=out)
+        for (main, sub), count in sorted(by_sub.items()):
+            if main == cat:
+                print(f"    {main}.{sub} {count}", file=out)
+    print(f"版本 {rb.source_hash[:12]}", file=out)
+    if compiled_note:
+        print(compiled_note, file=out)
+        return 1
+    return 0
+
+
+def _try_compile(rb: n.Rulebase) -> str | None:
+    """Compile with the network compiler when it exists; a failure is reported, not raised."""
+    try:
+        from audit_engine.lang.compiler import compile_rulebase
+    except ImportError:
+        return None
+    try:
+        compile_rulebase(rb)
+    except AuditEngineError as err:
+        return f"编译失败：{err}"
+    return None
+
+
+def _network(rb: n.Rulebase) -> tuple[Callable[[PrescriptionFacts], list[Finding]] | None, str | None]:
+    """The rules network's evaluate function, when the engine module exists."""
+    try:
+        from audit_engine.engine import Engine
+        from audit_engine.lang.compiler import compile_rulebase
+    except ImportError:
+        return None, None
+    try:
+        engine: Any = Engine(compile_rulebase(rb))
+    except AuditEngineError as err:
+        return None, f"规则网络无法建立：{err}"
+    return engine.evaluate, None
+
+
+def _brief(findings: tuple[Finding, ...] | list[Finding]) -> str:
+    return "、".join(f"{f.rule_id}({f.level})" for f in findings) or "无"
+
+
+def cmd_test(path: str, out: TextIO | None = None) -> int:
+    """Run every test case through the interpreter (and the network when present)."""
+    out = out or sys.stdout
+    rb = _load(path, out)
+    if rb is None:
+        return 1
+    network, problem = _network(rb)
+    if problem:
+        print(problem, file=out)
+    passed = failed = 0
+    for case in rb.tests:
+        try:
+            result = run_case(case, lambda facts: evaluate(rb, facts))
+            failures = list(result.failures)
+            if network is not None:
+                from audit_engine.lang.testcases import build_facts
+
+                facts, _ = build_facts(case)
+                net = network(facts)
+                if sorted(net, key=_key) != sorted(result.findings, key=_key):
+                    failures.append(f"规则网络与解释器结果不一致：网络 {_brief(net)}，解释器 {_brief(result.findings)}")
+                failures.extend(p for p in judge(case, net) if p not in failures)
+        except AuditEngineError as err:
+            failures = [f"运行出错：{err}"]
+        where = f"{case.span.file}:{case.span.line}"
+        if failures:
+            failed += 1
+            print(f"失败 {where} {case.name}", file=out)
+            for f in failures:
+                print(f"    {f}", file=out)
+        else:
+            passed += 1
+            print(f"通过 {where} {case.name}", file=out)
+    print(f"{passed} passed, {failed} failed", file=out)
+    return 1 if (failed or problem) else 0
+
+
+def _key(f: Finding) -> tuple[Any, ...]:
+    return (f.rule_id, f.implicated, f.level, f.message, f.suggestion or "", f.title, f.evidence)
