@@ -118,7 +118,7 @@ def _med_id(med: Med, index: int) -> str:
 
 
 def _medication_request(s: Scenario, med: Med, index: int, rx_no: str) -> dict[str, Any]:
-    text = med.name + (f"（{med.form}）" if med.form else "")
+    text = med.name + (med.form or "")
     concept: dict[str, Any] = {"text": text}
     if med.atc:
         concept["coding"] = [{"system": ATC, "code": med.atc, "display": med.name}]
@@ -156,6 +156,7 @@ def _medication_request(s: Scenario, med: Med, index: int, rx_no: str) -> dict[s
     if not mr["reasonReference"]:
         del mr["reasonReference"]
     if med.long_term:
+        mr["category"] = [{"text": "长期处方"}]
         mr["courseOfTherapyType"] = {
             "coding": [{
                 "system": "http://terminology.hl7.org/CodeSystem/medicationrequest-course-of-therapy",

@@ -168,7 +168,7 @@ CLEAN: list[Scenario] = [
                    Med("叶酸", "B03BB01", 0.4, "mg", 1, days=7))),
     Scenario("pregnant_cystitis_cefuroxime", "妊娠期膀胱炎，头孢呋辛酯", "妇产科",
              sex="female", birth="1995-09-30", pregnant=True, conditions=(("O23.1", "妊娠期膀胱感染"),),
-             meds=(Med("头孢呋辛", "J01DC02", 250, "mg", 2, days=7, form="头孢呋辛酯片"),)),
+             meds=(Med("头孢呋辛酯", "J01DC02", 250, "mg", 2, days=7, form="片"),)),
     Scenario("pregnant_heartburn_famotidine", "妊娠期胃灼热，法莫替丁", "妇产科",
              sex="female", birth="1993-01-15", pregnant=True, conditions=(("O26.8", "妊娠相关情况"), ("R12", "胃灼热")),
              meds=(Med("法莫替丁", "A02BA03", 20, "mg", 2, days=7),)),
