@@ -199,11 +199,11 @@ def _check_decl(decl: n.TableDecl, diags: list[Diagnostic]) -> None:
                 diags.append(_at(vc.span, f"列“{vc.name}”带单位，类型应为 数值"))
     prefer = decl.prefer
     if prefer is not None and prefer.column is not None:
-        col = next((c for c in decl.columns if c.name == prefer.column), None)
-        if col is None:
+        pcol = next((c for c in decl.columns if c.name == prefer.column), None)
+        if pcol is None:
             diags.append(_at(prefer.span, f"优先依据的列“{prefer.column}”未在表“{decl.name}”中声明",
                              hint_for(prefer.column, [c.name for c in decl.columns])))
-        elif col.type not in ("int", "number"):
+        elif pcol.type not in ("int", "number"):
             diags.append(_at(prefer.span, f"优先依据的列“{prefer.column}”应为数值或整数"))
 
 
