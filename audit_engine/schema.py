@@ -142,6 +142,8 @@ FIELDS: tuple[Field, ...] = (
     _f("item", "tcm_patent", "中成药", "bool", "A Chinese patent medicine."),
     _f("item", "sustained_release", "缓控释", "bool", "Controlled or sustained release form."),
     _f("item", "overdose_reason", "超量理由", "bool", "The prescriber stated a reason for exceeding the usual dose."),
+    _f("item", "route_stated", "途径已写", "bool",
+       "The order itself states a route (False when the route was filled in from the dictionary's default)."),
     # --- diagnosis 诊断 -------------------------------------------------------------
     _f("diagnosis", "code", "编码", "text", "ICD-10 code."),
     _f("diagnosis", "name", "名称", "text", "Diagnosis name."),
