@@ -73,6 +73,9 @@ def demo_prescriptions() -> list[tuple[str, dict[str, Any]]]:
 def _for_institution(bundle: dict[str, Any], code: str) -> dict[str, Any]:
     """The same prescription as another member would send it: its own prescription numbers."""
     doc = copy.deepcopy(bundle)
+    ident = doc.get("identifier")
+    if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+        ident["value"] = f"{code}-{ident['value']}"
     for entry in doc.get("entry", []):
         res = entry.get("resource") or {}
         if res.get("resourceType") == "MedicationRequest":

@@ -123,7 +123,7 @@ def finding_to_card(finding: Finding, *, indicator: str, uuid_: str) -> dict[str
         # The one action the service can always propose: withdraw the implicated draft orders.
         card["suggestions"] = [
             {
-                "label": _truncate(finding.suggestion or "撤销涉及的医嘱并重新开具", 80),
+                "label": "撤销涉及的医嘱，按建议修改后重新开具",
                 "uuid": str(uuid.uuid5(_CARD_NAMESPACE, uuid_ + "|withdraw")),
                 "isRecommended": indicator == "critical",
                 "actions": [
