@@ -1,0 +1,44 @@
+"""Every store test runs on SQLite and on PostgreSQL (a fresh schema per test)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from audit_engine.store import testing
+from audit_engine.store.db import make_engine, upgrade_schema
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        with testing.temporary_sqlite(str(tmp_path_factory.mktemp("db"))) as url:
+            yield url
+        return
+    problem = testing.postgres_problem()
+    if problem is not None:
+        if testing.in_ci():
+            pytest.fail(f"{problem} (CI=true: PostgreSQL tests must run)")
+        pytest.skip(problem)
+    with testing.temporary_postgres() as url:
+        yield url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    upgrade_schema(db_url)
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def world(engine: sa.Engine) -> testing.World:
+    return testing.build_world(engine)
+
+
+@pytest.fixture
+def pipeline() -> testing.FakePipeline:
+    return testing.FakePipeline()
