@@ -7,6 +7,7 @@ and ``按表`` levels come out byte-identical whichever evaluator produced the f
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +54,11 @@ def format_value(v: Any) -> str:
     return str(v)
 
 
+@functools.cache
+def _child_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "span")
+
+
 def first_lookups(c: Any) -> list[n.Lookup]:
     """Every lookup inside ``c`` in source order (nested key lookups before their owner)."""
     out: list[n.Lookup] = []
@@ -66,9 +72,8 @@ def first_lookups(c: Any) -> list[n.Lookup]:
             for y in x:
                 walk(y)
         elif dataclasses.is_dataclass(x) and not isinstance(x, type | n.Span):
-            for f in dataclasses.fields(x):
-                if f.name != "span":
-                    walk(getattr(x, f.name))
+            for name in _child_fields(type(x)):
+                walk(getattr(x, name))
 
     walk(c)
     return sorted(out, key=lambda lk: (lk.span.line, lk.span.col))
