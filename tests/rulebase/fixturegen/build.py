@@ -240,16 +240,16 @@ def bundle(s: Scenario, serial: int) -> dict[str, Any]:
             "subject": _ref("Patient", "pat"),
         })
     for i, (atc, text) in enumerate(s.allergies):
-        code: dict[str, Any] = {"text": text}
+        substance: dict[str, Any] = {"text": text}
         if atc:
-            code["coding"] = [{"system": ATC, "code": atc, "display": text}]
+            substance["coding"] = [{"system": ATC, "code": atc, "display": text}]
         resources.append({
             "resourceType": "AllergyIntolerance",
             "id": f"allergy-{i + 1}",
             "clinicalStatus": {"coding": [{
                 "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]},
             "category": ["medication"],
-            "code": code,
+            "code": substance,
             "patient": _ref("Patient", "pat"),
         })
     if s.weight is not None:

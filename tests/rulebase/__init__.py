@@ -1,0 +1,1 @@
+"""Tests of the seed rulebase (rulebase/) and its realistic FHIR fixtures."""

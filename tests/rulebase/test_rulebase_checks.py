@@ -1,0 +1,70 @@
+"""The shipped rulebase checks, its in-language tests pass, and every rule is cited and tested both ways."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+from audit_engine.findings import CATEGORIES
+from audit_engine.lang.commands import cmd_check, cmd_test
+
+from .conftest import ROOT, RULEBASE
+
+# Kinds of source a 依据 may cite (issue 4 §6): label, pharmacopoeia, guideline, regulation, safety communication.
+SOURCE_WORDS = ("说明书", "药典", "指南", "办法", "规范", "条例", "FDA", "NMPA", "Drug Safety", "处方集", "指导原则",
+                "目录", "表", "歌诀")
+
+
+def test_check_passes_and_prints_counts_per_category() -> None:
+    out = io.StringIO()
+    assert cmd_check(str(RULEBASE), out) == 0, out.getvalue()
+    text = out.getvalue()
+    for main in CATEGORIES:
+        assert re.search(rf"^\s*{main} \d+$", text, re.M), f"no count for {main} in:\n{text}"
+
+
+def test_in_language_tests_all_pass() -> None:
+    out = io.StringIO()
+    rc = cmd_test(str(RULEBASE), out)
+    failures = [line for line in out.getvalue().splitlines() if not line.startswith("通过")]
+    assert rc == 0, "\n".join(failures)
+
+
+def test_every_rule_cites_a_recognised_source(rulebase: Any) -> None:
+    uncited = [r.id for r in rulebase.rules if not r.evidence or not any(w in r.evidence for w in SOURCE_WORDS)]
+    assert uncited == []
+
+
+def test_every_rule_has_a_firing_and_a_non_firing_test(rulebase: Any) -> None:
+    # A 期望 无 case does not count: each rule must be named in a 不触发 expectation of its own.
+    fires = {rid for case in rulebase.tests for exp in case.expectations if exp.fires for rid in exp.rule_ids}
+    quiet = {rid for case in rulebase.tests for exp in case.expectations if not exp.fires for rid in exp.rule_ids}
+    ids = {r.id for r in rulebase.rules}
+    assert sorted(ids - fires) == [], "rules without a firing test"
+    assert sorted(ids - quiet) == [], "rules without a non-firing test"
+
+
+def test_every_rule_has_chinese_title_message_and_suggestion(rulebase: Any) -> None:
+    han = re.compile(r"[\u4e00-\u9fff]")
+    lacking = [r.id for r in rulebase.rules
+               if not (han.search(r.title) and r.message is not None and r.suggestion is not None)]
+    assert lacking == []
+
+
+def test_each_category_has_rules_in_all_three_parts_of_a_review(rulebase: Any) -> None:
+    mains = {r.category.main for r in rulebase.rules}
+    assert mains == set(CATEGORIES)
+
+
+def test_readme_documents_the_level_scale_and_default_verdicts() -> None:
+    from audit_engine.policy import Policy
+
+    readme = (ROOT / "rulebase" / "README.md").read_text(encoding="utf-8")
+    p = Policy()
+    # The README's table must agree with the shipped default policy thresholds.
+    assert f"explain_at = {p.explain_at}" in readme
+    assert f"recheck_at = {p.recheck_at}" in readme
+    assert f"block_at = {p.block_at}" in readme
+    for level in range(10):
+        assert re.search(rf"^\| *{level} *\|", readme, re.M), f"level {level} not in the README scale table"
