@@ -419,24 +419,38 @@ def _literal_text(v: Any) -> str:
 
 
 def _describe_expected(expected: set[str] | frozenset[str]) -> str:
+    """The expected tokens in words a pharmacist reads: Chinese keywords first (their English
+    twins are left out when a Chinese form is listed), then symbols, then kinds of token."""
     parser = _lark()[0]
-    words: list[str] = []
-    for name in sorted(expected):
+    keywords: set[str] = set()
+    kinds: set[str] = set()
+    for name in expected:
         if name in _TERMINAL_WORDS:
-            words.append(_TERMINAL_WORDS[name])
+            kinds.add(_TERMINAL_WORDS[name])
             continue
         try:
             pattern = parser.get_terminal(name).pattern
         except KeyError:
             continue
         if isinstance(pattern, lark.lexer.PatternStr):
-            words.append(f"“{pattern.value}”")
-        else:
-            words.append(name.lower())
-    words = sorted(set(words), key=lambda w: (not w.startswith("“"), w))
+            keywords.add(pattern.value)
+    chinese = sorted(k for k in keywords if not k.isascii())
+    symbols = sorted(k for k in keywords if k.isascii() and not k[0].isalpha())
+    english = sorted(k for k in keywords if k.isascii() and k[0].isalpha()) if not chinese else []
+    words = [f"“{k}”" for k in (*chinese, *symbols, *english)] + sorted(kinds)
     if len(words) > 12:
         words = [*words[:12], "…"]
     return "、".join(words)
+
+
+def _state_terminals(err: UnexpectedToken) -> set[str]:
+    """Every terminal the parser state accepts. lark's own ``expected`` drops keywords whose
+    generated terminal name is not upper case, which is every Chinese keyword."""
+    state = getattr(err, "state", None)
+    try:
+        return {name for name in state.parse_conf.states[state.position] if name != "$END"}  # type: ignore[union-attr]
+    except (AttributeError, KeyError, TypeError):
+        return set()
 
 
 def _syntax_error(err: UnexpectedInput, file: str, lines: list[str]) -> Diagnostic:
@@ -453,7 +467,8 @@ def _syntax_error(err: UnexpectedInput, file: str, lines: list[str]) -> Diagnost
         else:
             message = f"语法错误：此处不应出现“{tok}”"
             end = col + max(1, len(str(tok)))
-        hint = f"应为 {_describe_expected(err.expected)}" if err.expected else None
+        expected = _state_terminals(err) or set(err.expected)
+        hint = f"应为 {_describe_expected(expected)}" if expected else None
         return Diagnostic(file, line, col, message, source, hint, end)
     if isinstance(err, UnexpectedCharacters):
         ch = source[col - 1] if 0 < col <= len(source) else "?"
