@@ -59,7 +59,11 @@ def check_limits(raw: bytes, limits: IntakeLimits | None = None) -> None:
 
 
 def load_json(raw: bytes, limits: IntakeLimits | None = None) -> dict[str, Any]:
-    """Check the size, parse JSON, and check depth and entry count: the service's one entry point for bytes."""
+    """Check the size and parse the JSON object (400 / 413 / 422).
+
+    Depth and entry count are checked by ``check_structure``, which every ``parse_*``
+    function calls on the dict it gets, so they are not walked twice here.
+    """
     lim = limits or get_limits()
     check_limits(raw, lim)
     try:
@@ -70,46 +74,43 @@ def load_json(raw: bytes, limits: IntakeLimits | None = None) -> dict[str, Any]:
         raise IntakeError([InputIssue("structure", f"不是有效的 JSON：{exc}")], status=400) from None
     if not isinstance(payload, dict):
         raise IntakeError([InputIssue("structure", f"请求体应为 JSON 对象，收到的是 {type(payload).__name__}")], status=422)
-    check_structure(payload, lim)
     return payload
 
 
-def _depth_exceeded(payload: Any, max_depth: int) -> bool:
-    # Iterative, so a hostile document cannot exhaust the Python stack.
-    stack: list[tuple[Any, int]] = [(payload, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > max_depth:
-            return True
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
-    return False
+class _TooDeepError(Exception):
+    """Internal: the walk went past the depth limit."""
 
 
-def _count_entries(payload: Any) -> int:
-    """Bundle entries anywhere in the payload (a CDS request nests several Bundles)."""
-    total = 0
-    stack: list[Any] = [payload]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            entries = node.get("entry")
-            if isinstance(entries, list):
-                total += len(entries)
-            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
-        elif isinstance(node, list):
-            stack.extend(v for v in node if isinstance(v, (dict, list)))
-    return total
+def _walk(node: Any, depth: int, max_depth: int) -> int:
+    """Bundle entries under ``node`` (a CDS request nests several Bundles); raises _TooDeepError.
+
+    Recursion stops at ``max_depth`` (64 by default), far below Python's own limit.
+    """
+    if depth > max_depth:
+        raise _TooDeepError
+    n = 0
+    if type(node) is dict:
+        entries = node.get("entry")
+        if type(entries) is list:
+            n += len(entries)
+        values: Any = node.values()
+    else:
+        values = node
+    for v in values:
+        t = type(v)
+        if t is dict or t is list:
+            n += _walk(v, depth + 1, max_depth)
+    return n
 
 
 def check_structure(payload: dict[str, Any], limits: IntakeLimits | None = None) -> None:
     """Refuse a parsed payload nested deeper than the limit (422) or with too many entries (413)."""
     lim = limits or get_limits()
-    if _depth_exceeded(payload, lim.max_depth):
-        raise IntakeError([InputIssue("structure", f"JSON 嵌套超过 {lim.max_depth} 层，不是合理的 FHIR 资源")], status=422)
-    n = _count_entries(payload)
+    try:
+        n = _walk(payload, 1, lim.max_depth)
+    except (_TooDeepError, RecursionError):
+        raise IntakeError([InputIssue("structure", f"JSON 嵌套超过 {lim.max_depth} 层，不是合理的 FHIR 资源")],
+                          status=422) from None
     if n > lim.max_entries:
         raise IntakeError(
             [InputIssue("too-costly", f"共 {n} 个 Bundle 条目，超过上限 {lim.max_entries} 个", expression="Bundle.entry")],

@@ -7,7 +7,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-
 from audit_engine import intake
 from audit_engine.facts import normalise
 from audit_engine.knowledge.dictionary import load_dictionary
