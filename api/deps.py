@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from api.config import Settings
 from api.errors import ApiError
 from api.runtime import Runtime
-
 from audit_engine.auth import Principal
 
 log = logging.getLogger("api")

@@ -4,14 +4,13 @@ a centre (lead county hospital) and a member institution with keys, and users of
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dbutil import fresh_database
 from fake_engine import FakeEngine
 from fastapi.testclient import TestClient
 
@@ -20,35 +19,10 @@ from api.main import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures" / "fhir"
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def load_fixture(rel: str) -> dict[str, Any]:
     return json.loads((FIXTURES / rel).read_text(encoding="utf-8"))
-
-
-def fresh_database(kind: str, tmp_path: Path) -> Iterator[str]:
-    """A brand-new empty database: a SQLite file, or a throwaway PostgreSQL database."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'audit.sqlite'}"
-        return
-    import sqlalchemy as sa
-
-    name = f"h7_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as c:
-            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @dataclass

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from conftest import World, load_fixture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import World, load_fixture
 
 POSTS = ("/api/v1/reviews", "/cds-services/county-prescription-review",
          "/cds-services/county-prescription-review/feedback", "/api/v1/subscriptions")

@@ -1,0 +1,72 @@
+"""Several service processes behind one PostgreSQL: each timeout fires once, and a crashed
+background worker is restarted by its supervisor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from conftest import Deployment, Server, free_port
+from test_service_crash import numbered
+
+
+@pytest.mark.postgres
+def test_two_deployments_on_one_postgresql_fire_each_timeout_once_and_restart_a_dead_worker(
+    pg_deployment: Deployment,
+) -> None:
+    from audit_engine.store.db import make_engine, utcnow
+    from audit_engine.store.models import AuditEntry, Review, Task
+
+    d = pg_deployment
+    a = Server(d.env, free_port(), d.tmp / "a.log", workers=2)
+    b = Server(d.env, free_port(), d.tmp / "b.log", workers=1)
+    a.start()
+    b.start()
+    db = make_engine(d.url)
+    try:
+        headers = {"Authorization": f"Bearer {d.key}"}
+        ids = []
+        for n in range(40):
+            server = a if n % 2 else b
+            r = httpx.post(f"{server.base}/api/v1/reviews", json=numbered(n, "MP"), headers=headers, timeout=10)
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+        # Both deployments see every review (nothing lives in one process's memory).
+        for rid in ids[:6]:
+            assert httpx.get(f"{a.base}/api/v1/reviews/{rid}", headers=headers, timeout=10).status_code == 200
+            assert httpx.get(f"{b.base}/api/v1/reviews/{rid}", headers=headers, timeout=10).status_code == 200
+
+        with db.begin() as c:
+            c.execute(sa.update(Task).where(Task.status == "pending").values(deadline_at=utcnow() - timedelta(seconds=1)))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with db.connect() as c:
+                if c.scalar(sa.select(sa.func.count()).select_from(Task).where(Task.status == "pending")) == 0:
+                    break
+            time.sleep(0.3)
+        with db.connect() as c:
+            fired = c.execute(sa.select(AuditEntry.object_id, sa.func.count()).where(
+                AuditEntry.action.like("task.timeout%")).group_by(AuditEntry.object_id)).all()
+            outcomes = set(c.scalars(sa.select(Review.outcome).where(Review.id.in_(ids))))
+        assert len(fired) == 40 and all(count == 1 for _, count in fired)
+        assert outcomes == {"timeout_pass"}
+
+        # Kill deployment A's background worker: its supervisor starts a new one.
+        [first_pid] = a.worker_pids()
+        os.kill(first_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while len(a.worker_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pids = a.worker_pids()
+        assert len(pids) == 2 and pids[1] != first_pid
+        os.kill(pids[1], 0)  # the new worker is alive
+        assert httpx.get(f"{a.base}/health", timeout=5).status_code == 200
+    finally:
+        a.stop()
+        b.stop()
+        db.dispose()
