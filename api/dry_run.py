@@ -43,7 +43,8 @@ def dry_run(session: Session, *, row: Any, principal: Any, settings: Settings, l
         old_rules = set(session.scalars(sa.select(FindingRow.rule_id).where(FindingRow.review_id == review.id)))
         try:
             payload = json.loads(rx.raw)
-            result = review_payload(payload, kind=rx.kind, engine=engine,
+            kind: Any = rx.kind  # stored as one of the three intake kinds
+            result = review_payload(payload, kind=kind, engine=engine,
                                     client_institution={"code": inst.code, "level": inst.level})
         except (AuditEngineError, ValueError) as exc:
             failed += 1

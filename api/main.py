@@ -86,14 +86,8 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
 
     from api.routes import auth, cds_hooks, health, queue, reviews, rulebase, subscriptions
 
-    for module in (health, auth, cds_hooks, reviews, queue, subscriptions, rulebase):
-        app.include_router(module.router)
-    try:
-        from api.routes import pages
-
-        app.include_router(pages.router)
-    except ImportError:  # the workbench is optional
-        pass
+    for router_module in (health, auth, cds_hooks, reviews, queue, subscriptions, rulebase):
+        app.include_router(router_module.router)
     static = Path(__file__).parent / "static"
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=static), name="static")

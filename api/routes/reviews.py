@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import PrincipalDep, RuntimeDep, SessionDep
 from api.errors import FHIR_JSON, ApiError, read_json_raw
-from api.views import review_json, submit, thresholds
+from api.views import Kind, review_json, submit, thresholds
 from audit_engine.fhir_out import detected_issues_bundle
 
 router = APIRouter(prefix="/api/v1", tags=["reviews"])
@@ -101,7 +101,7 @@ async def create_review(
     format_: Annotated[str | None, Query(alias="_format", description="fhir: 以 DetectedIssue Bundle 返回")] = None,
 ) -> JSONResponse:
     payload, raw = await read_json_raw(request, max_bytes=runtime.settings.max_body_bytes)
-    kind = "medication_request" if payload.get("resourceType") == "MedicationRequest" else "bundle"
+    kind: Kind = "medication_request" if payload.get("resourceType") == "MedicationRequest" else "bundle"
     record = await submit(runtime, session, principal=principal, payload=payload, kind=kind, raw=raw)
     headers = {"Location": f"/api/v1/reviews/{record.id}"}
     status = 200 if getattr(record, "replayed", False) else 201

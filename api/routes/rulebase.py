@@ -113,7 +113,7 @@ async def upload(request: Request, runtime: RuntimeDep, session: SessionDep, pri
         row = RulebaseVersion(version=checked.version, label=label, files=files, status="uploaded",
                               uploaded_by=principal.actor, uploaded_at=utcnow())
         session.add(row)
-        _audit(session, principal, "rulebase.uploaded", checked.version)
+        _audit(session, principal, "rulebase.uploaded", str(checked.version))
         session.commit()
         return row, True
 

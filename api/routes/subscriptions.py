@@ -33,17 +33,18 @@ def _sub_json(sub: Any) -> dict[str, Any]:
     return body
 
 
-def _need_institution(principal: Any) -> None:
+def _need_institution(principal: Any) -> int:
     if principal.institution_id is None:
         raise ApiError(403, "只有机构可以订阅回调", code="forbidden")
+    return int(principal.institution_id)
 
 
 @router.post("", status_code=201, summary="创建 webhook 订阅（密钥只返回一次）")
 def create(body: SubscriptionIn, session: SessionDep, principal: PrincipalDep) -> JSONResponse:
     from audit_engine import webhooks
 
-    _need_institution(principal)
-    sub, secret = webhooks.create_subscription(session, institution_id=principal.institution_id, url=body.url,
+    inst = _need_institution(principal)
+    sub, secret = webhooks.create_subscription(session, institution_id=inst, url=body.url,
                                               secret=body.secret)
     session.commit()
     out = _sub_json(sub)
@@ -55,8 +56,7 @@ def create(body: SubscriptionIn, session: SessionDep, principal: PrincipalDep) -
 def list_(session: SessionDep, principal: PrincipalDep) -> JSONResponse:
     from audit_engine import webhooks
 
-    _need_institution(principal)
-    subs = webhooks.list_subscriptions(session, institution_id=principal.institution_id)
+    subs = webhooks.list_subscriptions(session, institution_id=_need_institution(principal))
     return JSONResponse({"subscriptions": [_sub_json(s) for s in subs]})
 
 
@@ -64,7 +64,7 @@ def list_(session: SessionDep, principal: PrincipalDep) -> JSONResponse:
 def delete(subscription_id: int, session: SessionDep, principal: PrincipalDep) -> Response:
     from audit_engine import webhooks
 
-    _need_institution(principal)
-    webhooks.delete_subscription(session, subscription_id=subscription_id, institution_id=principal.institution_id)
+    inst = _need_institution(principal)
+    webhooks.delete_subscription(session, subscription_id=subscription_id, institution_id=inst)
     session.commit()
     return Response(status_code=204)
