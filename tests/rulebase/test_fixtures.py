@@ -133,3 +133,12 @@ def test_flagged_prescription_is_caught_with_the_right_drugs(path: Path, engine:
         assert VERDICTS.index(verdict) >= VERDICTS.index(expect["minimum_verdict"]), (
             f"{path.name}: verdict {verdict} below {expect['minimum_verdict']}:\n{_shown(result.findings)}")
         assert max(f.level for f in result.findings) >= expect["minimum_level"]
+
+
+def test_every_rule_subtype_has_a_flagged_prescription(rulebase: Any) -> None:
+    expected = {rid for p in flagged_paths() for rid in read_json(p.with_suffix(".expect.json"))["expected_rule_ids"]}
+    subtypes: dict[str, set[str]] = {}
+    for rule in rulebase.rules:
+        subtypes.setdefault(f"{rule.category.main}.{rule.category.sub}", set()).add(rule.id)
+    uncovered = sorted(sub for sub, ids in subtypes.items() if not ids & expected)
+    assert uncovered == []
