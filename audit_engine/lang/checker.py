@@ -429,9 +429,9 @@ class Checker:
         if rt.kind == "number":
             if lt.multi:
                 dims = "、".join(units.BASE_UNITS[d] for d in sorted(lt.dims or ()))
-                self.error(where, f"与“{_describe(lt, left)}”比较的数值需写明单位（如 {dims}）")
+                self.error(where, f"与{_describe(lt, left)}比较的数值需写明单位（如 {dims}）")
             elif lt.literal and rt.fld is not None:
-                self.error(where, f"“{_describe(rt, right)}”没有单位，不能与带单位的量比较")
+                self.error(where, f"{_describe(rt, right)}没有单位，不能与带单位的量比较")
             return
         if rt.kind != "quantity":
             self.error(where, f"类型不匹配：{_describe(lt, left)}是带单位的量，{_describe(rt, right)}是{_KIND_ZH[rt.kind]}")

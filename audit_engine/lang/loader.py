@@ -120,11 +120,12 @@ def load_rulebase(path: str | Path, *, vocabulary: Vocabulary | None = None) -> 
     rules: dict[str, n.Rule] = {}
     for _, rf in files.order:
         for rule in rf.rules:
+            checked = checker.check_rule(rule)
             if rule.id in rules:
                 first = rules[rule.id].span
                 diags.append(_at(rule.span, f"规则编号 {rule.id} 重复（首次定义于 {first.file}:{first.line}）"))
                 continue
-            rules[rule.id] = checker.check_rule(rule)
+            rules[rule.id] = checked
 
     # overrides, in load order
     disabled: set[str] = set()

@@ -87,6 +87,11 @@ class _Words:
         end = s.end_col if s.end_line == s.line and s.end_col > s.col else None
         self.diags.append(Diagnostic(s.file, s.line, s.col, message, source_line(s.file, s.line), hint, end))
 
+    def skip_values(self) -> None:
+        """After an unknown word, skip the values that belonged to it (numbers, units, strings)."""
+        while (w := self.peek()) is not None and (w.quoted or _NUM_UNIT.match(w.text) or w.text in units.UNITS):
+            self.i += 1
+
     def quantity(self, after: n.Word) -> tuple[float, str | None] | None:
         """A number with an optional unit (attached ``40mg`` or as the next word)."""
         w = self.take()
@@ -119,6 +124,7 @@ def _read_fields(entity: str, cur: _Words, out: dict[str, Any], brief: n.Brief) 
         f = schema.field_of(entity, w.text) if not w.quoted else None
         if f is None:
             cur.error(w, f"未知的{schema.ENTITIES[entity]}信息“{w.text}”", hint_for(w.text, schema.field_names(entity)))
+            cur.skip_values()
             continue
         _read_value(f, w, cur, out)
 
@@ -265,6 +271,7 @@ def _read_fields_one(entity: str, cur: _Words, out: dict[str, Any]) -> None:
     if f is None:
         cur.error(w, f"未知的药品信息“{w.text}”",
                   hint_for(w.text, [*schema.field_names(entity), *schema.ROUTES, "按需", "每日1次", "bid", "tid"]))
+        cur.skip_values()
         return
     _read_value(f, w, cur, out)
 
