@@ -334,7 +334,7 @@ def _prescriber(intake: Intake, facts: PrescriptionFacts) -> ResourceEntry | Non
     if title is not None:
         facts.prescriber["title"] = title
         facts.prescriber["antimicrobial_grade"] = GRADE_BY_TITLE[title]
-    if prac is not None or role is not None:
+    if texts:  # qualifications were sent: no named right then means none; nothing sent means unknown
         facts.prescriber["rights"] = sorted(rights)
     return role
 
