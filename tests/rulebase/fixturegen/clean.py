@@ -42,7 +42,7 @@ CLEAN: list[Scenario] = [
                    Med("对乙酰氨基酚", "N02BE01", 180, "mg", 4, days=3, prn=True, form="混悬液"))),
     Scenario("peds_ambroxol_bronchitis_10y", "10岁急性支气管炎，氨溴索口服溶液", "儿科",
              birth="2016-06-30", weight=32.0, conditions=(("J20.9", "急性支气管炎"),),
-             meds=(Med("氨溴索", "R05CB06", 30, "mg", 2, days=5, form="口服溶液"),)),
+             meds=(Med("氨溴索", "R05CB06", 15, "mg", 3, days=5, form="口服溶液"),)),
     Scenario("peds_salbutamol_asthma_6y", "6岁哮喘急性发作，沙丁胺醇气雾剂按需吸入", "儿科",
              birth="2020-09-21", weight=21.0, conditions=(("J45.9", "哮喘"),),
              meds=(Med("沙丁胺醇", "R03AC02", 100, "µg", 4, route="吸入", days=7, prn=True, form="气雾剂"),)),
