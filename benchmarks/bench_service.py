@@ -1,0 +1,187 @@
+"""End-to-end service benchmark: a real ``audit-engine serve`` process, real HTTP, real store.
+
+Prints, for SQLite and PostgreSQL: GET /health p50 (the floor), CDS order-sign p50 from one
+client, p50/p99 with 8 concurrent clients, and throughput (reviews/s). Every request is a
+new prescription (unique identifier), so each one is reviewed and written in full.
+
+    python benchmarks/bench_service.py [--n 400] [--db sqlite,postgresql] [--workers 2]
+
+If the shipped rulebase does not load, the stand-in engine of the tests is used and the
+output says so (the figures then measure the service without the rules network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "fixtures/fhir/flagged/interaction_simvastatin_clarithromycin.json"
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def order_sign(n: int) -> dict[str, Any]:
+    bundle = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    orders, prefetch = [], {}
+    conditions = []
+    for e in bundle["entry"]:
+        res = copy.deepcopy(e["resource"])
+        rt = res["resourceType"]
+        if rt == "MedicationRequest":
+            if "groupIdentifier" in res:
+                res["groupIdentifier"]["value"] = f"BENCH-{n:07d}"
+            res.setdefault("identifier", []).append({"system": "urn:bench", "value": f"BENCH-{n:07d}"})
+            orders.append({"resource": res})
+        elif rt == "Patient":
+            prefetch["patient"] = res
+        elif rt == "Encounter":
+            prefetch["encounter"] = res
+        elif rt == "PractitionerRole":
+            prefetch["practitioner"] = res
+        elif rt == "Condition":
+            conditions.append({"resource": res})
+    if conditions:
+        prefetch["conditions"] = {"resourceType": "Bundle", "type": "searchset", "entry": conditions}
+    return {"hook": "order-sign", "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/doc", "patientId": prefetch.get("patient", {}).get("id", "p"),
+                        "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": orders}},
+            "prefetch": prefetch}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def real_engine_loads() -> bool:
+    r = subprocess.run([sys.executable, "-c", "from audit_engine.review import load_engine; load_engine()"],
+                       capture_output=True, cwd=ROOT, timeout=300)
+    return r.returncode == 0
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def run_one(db: str, url: str, args: argparse.Namespace, fake: bool, tmp: Path) -> None:
+    env = dict(os.environ, AUDIT_DATABASE_URL=url, AUDIT_RULEBASE_STORE=str(tmp / "rb"), AUDIT_LOG_LEVEL="warning")
+    if fake:
+        env["AUDIT_ENGINE_FACTORY"] = "fake_engine:fake_factory"
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests/api"), str(ROOT)])
+    cli = [sys.executable, "-m", "audit_engine.cli"]
+    out = subprocess.run([*cli, "institution", "add", "LEAD001", "县人民医院", "--level", "县级医院"], env=env,
+                         capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    key = re.search(r"(ak_\S+)", out).group(1)  # type: ignore[union-attr]
+    port = free_port()
+    workers = args.workers if db == "postgresql" else 1
+    log = (tmp / f"{db}.log").open("wb")
+    proc = subprocess.Popen([*cli, "serve", "--port", str(port), "--workers", str(workers)], env=env, cwd=ROOT,
+                            stdout=log, stderr=log, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {key}"}
+        svc = f"{base}/cds-services/county-prescription-review"
+        bodies = [json.dumps(order_sign(i)).encode() for i in range(args.n * 3 + 50)]
+        with httpx.Client(headers=headers | {"Content-Type": "application/json"}, timeout=30) as c:
+            for i in range(30):  # warm-up
+                c.post(svc, content=bodies[i])
+            health = []
+            for _ in range(args.n):
+                t = time.perf_counter()
+                c.get(f"{base}/health")
+                health.append((time.perf_counter() - t) * 1000)
+            single = []
+            for i in range(args.n):
+                t = time.perf_counter()
+                r = c.post(svc, content=bodies[50 + i])
+                single.append((time.perf_counter() - t) * 1000)
+                assert r.status_code == 200, r.text
+        lat: list[float] = []
+        lock = threading.Lock()
+        nxt = iter(range(50 + args.n, len(bodies)))
+
+        def client() -> None:
+            with httpx.Client(headers=headers | {"Content-Type": "application/json"}, timeout=30) as cc:
+                while True:
+                    with lock:
+                        i = next(nxt, None)
+                    if i is None:
+                        return
+                    t = time.perf_counter()
+                    r = cc.post(svc, content=bodies[i])
+                    dt = (time.perf_counter() - t) * 1000
+                    assert r.status_code == 200, r.text
+                    with lock:
+                        lat.append(dt)
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        t0 = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        wall = time.perf_counter() - t0
+        print(f"{db:10} api processes={workers}  engine={'stand-in' if fake else 'shipped rulebase'}")
+        print(f"  GET /health                 p50 {statistics.median(health):6.2f} ms  p99 {pct(health, 99):6.2f} ms")
+        print(f"  order-sign, 1 client        p50 {statistics.median(single):6.2f} ms  p99 {pct(single, 99):6.2f} ms")
+        print(f"  order-sign, 8 clients       p50 {statistics.median(lat):6.2f} ms  p99 {pct(lat, 99):6.2f} ms")
+        print(f"  throughput, 8 clients       {len(lat) / wall:7.1f} reviews/s  ({len(lat)} reviews in {wall:.2f} s)")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--db", default="sqlite,postgresql")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    fake = not real_engine_loads()
+    for db in args.db.split(","):
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            if db == "sqlite":
+                run_one(db, f"sqlite:///{tmp / 'bench.sqlite'}", args, fake, tmp)
+                continue
+            import sqlalchemy as sa
+
+            name = f"bench_{uuid.uuid4().hex[:10]}"
+            admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+            with admin.connect() as c:
+                c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            try:
+                run_one(db, PG_ADMIN.rsplit("/", 1)[0] + "/" + name, args, fake, tmp)
+            finally:
+                with admin.connect() as c:
+                    c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
