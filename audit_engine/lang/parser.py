@@ -213,15 +213,15 @@ class _Build(Transformer[Token, Any]):
         return c
 
     def scope_item(self, c: list[Any]) -> n.ScopeItem:
-        key = cast(n.ScopeKey, c[0])
+        key = cast(n.ScopeKey, str(c[0]))
         if key in ("effective", "expires"):
             values: tuple[str, ...] = (_unquote(c[1]),)
         else:
             values = tuple(_literal_text(v) for v in c[1:])
         return n.ScopeItem(key, values, self._cover(c))
 
-    def scope_key(self, c: list[Token]) -> str:
-        return _SCOPE_KEYS.get(str(c[0]), str(c[0]))
+    def scope_key(self, c: list[Token]) -> Token:
+        return c[0].update(value=_SCOPE_KEYS.get(str(c[0]), str(c[0])))
 
     date_key = scope_key
 

@@ -125,9 +125,9 @@ def test_override_of_a_missing_rule_suggests_an_existing_one(errors: Errors) -> 
 def test_scope_values_and_dates_are_checked(errors: Errors) -> None:
     msgs = errors(rule("R1", "当 患者.妊娠", extra='范围 机构级别 = 村卫生所, 处方类型 = 住院, 生效 "2026-13"'))
     assert [m.splitlines()[0] for m in msgs] == [
-        "main.rules:1:52: 未知的机构级别“村卫生所”，可选：县级医院 / 乡镇卫生院 / 社区卫生服务中心 / 村卫生室 (是否应为“村卫生室”？)",
-        "main.rules:1:65: 未知的处方类型“住院”，可选：门诊 / 急诊",
-        "main.rules:1:72: 日期“2026-13”应写成 YYYY-MM-DD"]
+        "main.rules:1:45: 未知的机构级别“村卫生所”，可选：县级医院 / 乡镇卫生院 / 社区卫生服务中心 / 村卫生室 (是否应为“村卫生室”？)",
+        "main.rules:1:58: 未知的处方类型“住院”，可选：门诊 / 急诊",
+        "main.rules:1:69: 日期“2026-13”应写成 YYYY-MM-DD"]
 
 
 TABLE = '表 相互作用 来自 "tables/ddi.csv" { 键 成分甲, 成分乙 列 等级 整数, 机制 文本 }\n'
