@@ -9,6 +9,7 @@ from facts_support import FIXTURES, facts_of, issue_codes, load_fixture, parse_a
 
 from audit_engine import clinical
 from audit_engine.errors import IntakeError
+from audit_engine.knowledge.dictionary import load_dictionary
 from audit_engine.schema import FIELDS
 
 
@@ -107,7 +108,13 @@ def test_unknown_local_code_is_reported_for_the_pharmacist() -> None:
 
 def test_local_product_code_converts_tablets_through_strength() -> None:
     (item,) = facts_of("tablets_converted_through_strength").items
-    assert item["drug_id"] == "simvastatin" and item["dose_mg"] == 40 and item["daily_dose_mg"] == 40
+    # the local code only resolves for its institution; its product row pins one strength
+    product = load_dictionary().resolve([("urn:cn:local", "YP0011", None)], None, "DEMO-COUNTY-HOSP")
+    assert product is not None and load_dictionary().resolve([("urn:cn:local", "YP0011", None)]) is None
+    per_tablet = product.canonical_dose(1, "片")
+    assert per_tablet is not None and per_tablet[0] == "mass"
+    assert item["drug_id"] == product.id and item["dose_mg"] == pytest.approx(2 * per_tablet[1])
+    assert item["daily_dose_mg"] == item["dose_mg"]
 
 
 def test_ml_dose_converts_through_concentration() -> None:
