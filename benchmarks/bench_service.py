@@ -78,7 +78,7 @@ def real_engine_loads() -> bool:
 
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def run_one(db: str, url: str, args: argparse.Namespace, fake: bool, tmp: Path) -> None:
