@@ -85,9 +85,9 @@ _ONCE_ZH = ("立即", "即刻", "顿服", "临时一次", "单次")
 _PRN = ("prn", "必要时", "需要时", "按需", "疼痛时", "发热时")
 
 _TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"q\s*(\d+(?:\.\d+)?)\s*h\b"), "q_hours"),
-    (re.compile(r"q\s*(\d+)\s*d\b"), "q_days"),
-    (re.compile(r"每\s*" + _NUM + r"\s*(?:个)?小时\s*(?:" + _NUM + r"\s*次)?"), "zh_hours"),
+    (re.compile(r"(?<![a-z])q\s*(\d+(?:\.\d+)?)\s*h(?![a-z])"), "q_hours"),
+    (re.compile(r"(?<![a-z])q\s*(\d+)\s*d(?![a-z])"), "q_days"),
+    (re.compile(r"每\s*" + _NUM + r"\s*(?:个)?(?:小时|h(?![a-z]))\s*(?:" + _NUM + r"\s*次)?"), "zh_hours"),
     (re.compile(r"(?:每|一|1)\s*(?:日|天)\s*" + _NUM + r"\s*次"), "zh_per_day"),
     (re.compile(r"(?<![\d.])" + _NUM + r"\s*次\s*/\s*(?:日|天|d)"), "per_day_slash"),
     (re.compile(r"(?:每|一)\s*(?:周|星期)\s*" + _NUM + r"\s*次"), "zh_per_week"),

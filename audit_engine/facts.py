@@ -348,12 +348,21 @@ def _level(org: Any) -> str | None:
 
 
 def _institution(intake: Intake, facts: PrescriptionFacts, role: ResourceEntry | None,
-                 client_institution: dict[str, Any] | None) -> None:
-    """The Encounter's serviceProvider, else the prescriber role's organization, else the calling client."""
+                 client_institution: dict[str, Any] | None) -> str | None:
+    """The Encounter's serviceProvider, else the prescriber role's organization, else the calling client.
+
+    Several Chinese FHIR profiles make the serviceProvider the department (科室), an
+    Organization whose ``partOf`` is the hospital: then the department's name is returned
+    (for ``prescription.department``) and the hospital is the institution.
+    """
     enc = intake.encounter.resource if intake.encounter is not None else None
     candidates = [getattr(enc.serviceProvider, "reference", None) if enc is not None and enc.serviceProvider else None,
                   getattr(role.resource.organization, "reference", None) if role is not None and role.resource.organization else None]
     org = next((o for o in (intake.find(r) for r in candidates if r) if o is not None and o.type == "Organization"), None)
+    department = None
+    parent = intake.find(getattr(org.resource.partOf, "reference", None)) if org is not None and org.resource.partOf else None
+    if org is not None and _level(org.resource) is None and parent is not None and parent.type == "Organization":
+        department, org = org.resource.name, parent
     if org is None and len(intake.organizations) == 1 and _level(intake.organizations[0].resource):
         org = intake.organizations[0]
     inst = facts.institution
@@ -368,9 +377,11 @@ def _institution(intake: Intake, facts: PrescriptionFacts, role: ResourceEntry |
             inst["code"] = str(client_institution["code"])
         if "level" not in inst and client_institution.get("level") in INSTITUTION_LEVELS:
             inst["level"] = client_institution["level"]
+    return department
 
 
-def _prescription(intake: Intake, facts: PrescriptionFacts, on: date, role: ResourceEntry | None) -> None:
+def _prescription(intake: Intake, facts: PrescriptionFacts, on: date, role: ResourceEntry | None,
+                  department: str | None) -> None:
     rx = facts.prescription
     rx["date"] = on.isoformat()
     enc = intake.encounter.resource if intake.encounter is not None else None
@@ -383,8 +394,8 @@ def _prescription(intake: Intake, facts: PrescriptionFacts, on: date, role: Reso
             kind = "门诊"
     if kind is not None:
         rx["type"] = kind
-    dept = None
-    if enc is not None:
+    dept = department
+    if dept is None and enc is not None:
         dept = next((t for concept in [enc.serviceType] for t in _texts(concept)), None)
     if dept is None and role is not None:
         dept = next((t for concept in role.resource.specialty or [] for t in _texts(concept)), None)
@@ -434,7 +445,7 @@ def normalise(intake: Intake, *, dictionary: DictionaryLike, today: date | None 
     on = prescription_date(intake, today)
     diagnoses = _diagnoses(intake)
     role = _prescriber(intake, facts)
-    _institution(intake, facts, role, client_institution)
+    department = _institution(intake, facts, role, client_institution)
     institution = facts.institution.get("code")
     weight = _patient(intake, facts, on, diagnoses, dictionary, institution)
     for n, entry in enumerate(intake.orders):
@@ -448,5 +459,5 @@ def normalise(intake: Intake, *, dictionary: DictionaryLike, today: date | None 
             item["date"] = authored.isoformat()
         facts.context_items.append(item)
     facts.diagnoses = [{k: v for k, v in d.items() if not k.startswith("_")} for d in diagnoses]
-    _prescription(intake, facts, on, role)
+    _prescription(intake, facts, on, role, department)
     return facts

@@ -22,7 +22,8 @@ ABBREV = {1: "qd", 2: "bid", 3: "tid", 4: "qid"}
 @pytest.mark.parametrize(("text", "per_day"), [
     ("qd", 1), ("bid", 2), ("tid", 3), ("qid", 4), ("q8h", 3), ("q12h", 2), ("qn", 1), ("Q6H", 4),
     ("每日三次", 3), ("一日2次", 2), ("每8小时一次", 3), ("3次/日", 3), ("隔日一次", 0.5), ("每周2次", 2 / 7),
-    ("每晚睡前", 1), ("口服 0.5g tid 饭后", 3), ("b.i.d.", 2), ("每天1次", 1),
+    ("每晚睡前", 1), ("口服 0.5g tid 饭后", 3), ("b.i.d.", 2), ("每天1次", 1), ("每12h一次", 2), ("q8h一次", 3),
+    ("一天三次", 3), ("1次/日", 1), ("qod", 0.5), ("每3天1次", 1 / 3),
 ])
 def test_frequency_text_forms(text: str, per_day: float) -> None:
     reading = dosing.frequency_from_text(text)

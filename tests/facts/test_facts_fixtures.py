@@ -300,3 +300,11 @@ def test_concurrent_dosage_instructions_add_up() -> None:
     (item,) = facts_of("split_daily_doses_add_up").items
     assert item["daily_dose_mg"] == 1500 and item["dose_mg"] == 1000 and item["frequency"] == 2
     assert not math.isnan(item["frequency"])
+
+
+def test_department_organization_part_of_the_township_centre() -> None:
+    f = facts_of("department_organization_part_of_township_centre")
+    assert f.prescription["department"] == "全科医学科"
+    assert f.institution == {"code": "TOWNSHIP-003", "level": "乡镇卫生院"}
+    assert f.prescriber["antimicrobial_grade"] == "非限制使用级"
+    assert f.items[0]["frequency"] == 2 and f.items[0]["daily_dose_mg"] == 10
