@@ -40,6 +40,7 @@ HEIGHT_CODES = ("8302-2", "8306-3", "8308-9")
 EGFR_CODES = ("33914-3", "48642-3", "48643-1", "62238-1", "98979-8")
 CREATININE_CODES = ("2160-0", "38483-4", "14682-9")
 PREGNANCY_CODES = ("82810-3", "11449-6")
+PREGNANCY_VALID_DAYS = 300
 LACTATION_CODES = ("63895-7",)
 PREGNANT_VALUES = ("LA15173-0", "77386006")
 NOT_PREGNANT_VALUES = ("LA26683-5", "60001007")
@@ -187,7 +188,7 @@ def _patient(intake: Intake, facts: PrescriptionFacts, on: date, diagnoses: list
             p["height"] = round(h, 2)
             break
     _kidney(intake, p)
-    _pregnancy(intake, p, diagnoses)
+    _pregnancy(intake, p, diagnoses, on)
     have_dx = intake.conditions_supplied or bool(diagnoses)
     if have_dx:
         p["hepatic_impairment"] = _flag(diagnoses, clinical.HEPATIC_ICD10, clinical.HEPATIC_SNOMED, clinical.HEPATIC_WORDS)
@@ -223,12 +224,16 @@ def _kidney(intake: Intake, p: dict[str, Any]) -> None:
         return
 
 
-def _pregnancy(intake: Intake, p: dict[str, Any], diagnoses: list[dict[str, Any]]) -> None:
+def _pregnancy(intake: Intake, p: dict[str, Any], diagnoses: list[dict[str, Any]], on: date) -> None:
     if p.get("sex") == "男":
         p["pregnant"] = False
         p["lactating"] = False
         return
+    # A pregnancy status older than a pregnancy lasts (~300 days) says nothing about today.
+    stale = datetime(on.year, on.month, on.day, tzinfo=UTC).timestamp() - PREGNANCY_VALID_DAYS * 86400
     for obs in _latest_obs(intake, PREGNANCY_CODES):
+        if _obs_time(obs) < stale:
+            break
         said = _concept_says(obs.valueCodeableConcept, PREGNANT_VALUES, NOT_PREGNANT_VALUES,
                              clinical.PREGNANCY_WORDS, clinical.NOT_PREGNANT_WORDS)
         if said is not None:

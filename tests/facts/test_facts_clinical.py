@@ -99,3 +99,11 @@ def test_prescription_date_falls_back_to_today() -> None:
     del mr["authoredOn"]
     f = normalise(intake.parse_medication_request(mr), dictionary=load_dictionary(), today=date(2026, 1, 2))
     assert f.prescription["date"] == "2026-01-02"
+
+
+def test_pregnancy_status_older_than_a_pregnancy_is_ignored() -> None:
+    b = load_fixture("pregnancy_from_observation")
+    obs = next(e["resource"] for e in b["entry"] if e["resource"]["resourceType"] == "Observation")
+    obs["effectiveDateTime"] = "2025-01-05T08:00:00+08:00"
+    f = normalise(intake.parse_bundle(b), dictionary=load_dictionary())
+    assert "pregnant" not in f.patient
