@@ -27,6 +27,8 @@ def _load(path: str, out: TextIO) -> n.Rulebase | None:
         print(f"错误：{err}", file=out)
     except OSError as err:
         print(f"错误：无法读取 {path}：{err.strerror or err}", file=out)
+    except Exception as err:  # a bug of ours must still not show the author a traceback
+        print(f"内部错误：{type(err).__name__}: {err}（请把规则文件报告给维护者）", file=out)
     return None
 
 
