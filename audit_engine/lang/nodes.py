@@ -26,9 +26,14 @@ General semantics (binding for every evaluator)
   order; message, suggestion and table-driven level come from the FIRST order that matched.
   ``When`` (prescription level): one finding; implicated = the union, in item order, of the
   items that satisfy the body of each *outermost* item quantifier (``Quantified`` /
-  ``Count`` over items, not nested in another item quantifier) anywhere in the condition,
-  each evaluated for every item regardless of polarity or short-circuiting; if that union is
-  empty, all items. Diagnosis quantifiers never implicate anything.
+  ``Count`` over items, not nested inside any other quantifier) anywhere in the condition,
+  each evaluated for every item regardless of polarity or short-circuiting (a ``Count``
+  without a condition counts every item); if that union is empty, all items. Diagnosis
+  quantifiers never implicate anything.
+* **Messages and table levels** are produced by ``audit_engine.lang.render`` (one
+  implementation for both evaluators); ``interpreter.make_finding`` builds a whole Finding
+  from a rule and the bindings that matched, ``interpreter.eval_cond`` evaluates any
+  checked condition with given bindings, and ``interpreter.finish`` de-duplicates and sorts.
 * Findings are ``audit_engine.findings.Finding``; ``category`` is the main category,
   ``subtype`` the sub-type, ``evidence`` the 依据 text, ``source`` is "file:line" of the rule.
   The result list is de-duplicated and sorted by ``(Finding.sort_key(), message)``.
