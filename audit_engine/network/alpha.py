@@ -195,8 +195,10 @@ class Lowering:
             return role, _cmp(p, op, lit.value), {"$or": [{"$nex": {p: 1}}, _cmp(p, _NEG[op], lit.value)]}
         if fld.type == "textset" and op in ("=", "!="):
             p = self._prop(role, entity, fld.name, True)
-            r, pos, neg = self._contains(role, p, lit.value)
-            return (r, pos, neg) if op == "=" else (r, _not_contains_present(p, lit.value), _any_of(p, lit.value, True))
+            if op == "=":
+                return self._contains(role, p, lit.value)
+            # "!=" on a set: present and without the element (an empty set qualifies).
+            return role, _not_contains_present(p, lit.value), {"$or": [{"$nex": {p: 1}}, _any_of(p, lit.value, False)]}
         return None
 
     def _contains(self, role: str, p: str, value: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -237,13 +239,13 @@ def number_in_field_unit(fld: schema.Field, lit: n.Number) -> tuple[str, float] 
         if key is None:
             return None
         return key, units.convert(lit.value, lit.unit, units.BASE_UNITS[dim])
-    if lit.unit is not None and fld.unit is not None:
+    # Exactly the interpreter's arithmetic: convert only when both units are given and
+    # spelled differently; otherwise compare the literal as written.
+    if lit.unit is not None and fld.unit is not None and lit.unit != fld.unit:
         try:
             return fld.name, units.convert(lit.value, lit.unit, fld.unit)
         except units.UnitError:
             return None
-    if lit.unit is not None:
-        return None
     return fld.name, lit.value
 
 

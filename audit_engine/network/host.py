@@ -104,3 +104,12 @@ def run_session(ruleset: RulesetHandle, sid: str, facts: list[dict[str, Any]]) -
     finally:
         _core.delete_state(handle, sid)
     return fired
+
+
+def session_exists(ruleset: RulesetHandle, sid: str) -> bool:
+    """Whether the core still holds state for ``sid`` (error 309 means it does not)."""
+    try:
+        _core.get_state(ruleset.handle, sid)
+    except _core.error:
+        return False
+    return True

@@ -80,6 +80,7 @@ class Shard:
     derived: tuple[DerivedField, ...]
     needs_rx: bool
     needs_pairs: bool
+    items_by_key: bool = False  # only item rules, all keyed: send only items holding a key
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,7 @@ class CompiledRulebase:
                     ],
                     "needs_rx": s.needs_rx,
                     "needs_pairs": s.needs_pairs,
+                    "items_by_key": s.items_by_key,
                     "definition": json.loads(s.definition),
                 }
                 for s in self.shards

@@ -113,12 +113,20 @@ class Network:
 
     # ------------------------------------------------------------------ evaluation
     def shards_for(self, facts: PrescriptionFacts) -> list[_ShardRuntime]:
-        c = self.compiled
-        chosen = set(c.general)
+        return [self._shards[i] for i in sorted(self._route(facts)[0])]
+
+    def _route(self, facts: PrescriptionFacts) -> tuple[set[int], list[set[int]]]:
+        """(shards to visit, per item the shards its own keys route to)."""
+        routes = self.compiled.routes
+        chosen = set(self.compiled.general)
+        per_item: list[set[int]] = []
         for item in facts.items:
+            mine: set[int] = set()
             for k in item_route_keys(item):
-                chosen.update(c.routes.get(k, ()))
-        return [self._shards[i] for i in sorted(chosen)]
+                mine.update(routes.get(k, ()))
+            per_item.append(mine)
+            chosen |= mine
+        return chosen, per_item
 
     def evaluate(self, facts: PrescriptionFacts) -> list[Finding]:
         with self._slots:
@@ -130,10 +138,15 @@ class Network:
         items = facts.items
         rb = self.compiled.rulebase
         m = derive.Matches()
-        for sr in self.shards_for(facts):
+        chosen, per_item = self._route(facts)
+        for si in sorted(chosen):
+            sr = self._shards[si]
             sid = host.new_sid()
             batch: list[dict[str, Any]] = [{"sid": sid, "t": host.SENTINEL_TYPE}]
+            by_key = sr.shard.items_by_key
             for idx, item in enumerate(items):
+                if by_key and si not in per_item[idx]:
+                    continue  # every rule here needs a key this item does not have
                 f: dict[str, Any] = {"sid": sid, "t": ITEM_TYPE, "idx": idx}
                 _fill(f, sr.item_src, item, ctx)
                 for d in sr.item_derived:
