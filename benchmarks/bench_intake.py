@@ -27,7 +27,7 @@ from audit_engine.knowledge.dictionary import load_dictionary
 
 ROOT = Path(__file__).resolve().parent.parent
 SIX = ROOT / "fixtures" / "fhir" / "intake" / "adult_outpatient_full_context.json"
-SYNTHEA = Path("/work/shared/data/external/synthea-bundles/Louis_Maggio.json")
+SYNTHEA = ROOT / "fixtures" / "fhir" / "intake" / "external" / "synthea-bundles" / "Louis_Maggio.json"
 
 
 def _six_resource_bundle() -> dict[str, Any]:

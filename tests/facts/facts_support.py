@@ -13,7 +13,7 @@ from audit_engine.knowledge.dictionary import load_dictionary
 from audit_engine.schema import PrescriptionFacts
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "fhir" / "intake"
-EXTERNAL = Path("/work/shared/data/external")
+EXTERNAL = FIXTURES / "external"  # copies of /work/shared/data/external (see SOURCES.md there)
 
 
 def load_fixture(name: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
-"""The public test data in /work/shared/data/external normalises without an error.
+"""The public test data normalises without an error.
 
-Synthea (Apache-2.0, https://github.com/synthetichealth/synthea) and the HL7 PDDI CDS
-examples (CC0, https://github.com/HL7/PDDI-CDS) are read in place, not copied.
+Synthea (Apache-2.0) and the HL7 PDDI CDS examples (CC0), copied unchanged from
+/work/shared/data/external into fixtures/fhir/intake/external/ (see SOURCES.md there).
 """
 
 from __future__ import annotations
