@@ -210,6 +210,9 @@ def read_table(spec: TableSpec, folder: Path, ctx: _Ctx) -> Table:
     for row in read_rows(path, [c.name for c in spec.columns], ctx.errors):
         values = {c.name: _typed(row, c, row.get(c.name), ctx) for c in spec.columns}
         values["_line"] = row.line
+        amounts = [c for c in ("单次上限", "日上限", "甲日剂量上限", "日下限") if values.get(c) is not None]
+        if "单位" in values and amounts and not values["单位"]:
+            ctx.errors.error(row, "单位", f"{amounts[0]} is given, so 单位 must not be empty")
         if any(c.kind == "target" for c in spec.columns):
             _check_target(row, values, ctx)
         key = tuple(str(values[k]) for k in spec.key)

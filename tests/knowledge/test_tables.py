@@ -178,3 +178,11 @@ def test_bad_level_missing_source_and_reversed_duplicate_pair_are_all_reported(t
     assert any("level '12' must be an integer 0-9" in m for m in messages)
     assert any(m.startswith("column '来源'") for m in messages)
     assert any("duplicate key 强效CYP3A4抑制剂 + 辛伐他汀" in m for m in messages)
+
+
+def test_an_amount_without_its_unit_is_an_error(tmp_path: Path) -> None:
+    folder = _copy_tables(tmp_path)
+    path = folder / "dose_limits.csv"
+    path.write_text(path.read_text(encoding="utf-8") + "叶酸,儿童,5,10,,,,说明书\n", encoding="utf-8")
+    with pytest.raises(RulebaseError, match="单次上限 is given, so 单位 must not be empty"):
+        build_tables(folder, load_dictionary(folder))
