@@ -487,7 +487,7 @@ def parse_text(text: str, file: str = "<text>") -> n.RuleFile:
     try:
         with _LOCK:
             builder.file = file
-            items = parser.parse(text)
+            items: list[Any] = cast(list[Any], parser.parse(text))
     except UnexpectedInput as err:
         raise RulebaseError([_syntax_error(err, file, text.splitlines())]) from None
     header = next((i for i in items if isinstance(i, n.Header)), None)
