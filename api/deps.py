@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -36,8 +36,12 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(settings_dep)]
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
-    """One session per request; the repository functions commit what they write."""
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
+    """One session per request; the repository functions commit what they write.
+
+    Async on purpose: opening and closing a Session does no I/O, so this costs no trip to
+    the thread pool (the routes' own work goes there).
+    """
     if runtime.db is None:
         raise ApiError(503, "服务尚未就绪", code="transient")
     session = Session(runtime.db, expire_on_commit=False)
@@ -70,15 +74,10 @@ def demo_principal(session: Session) -> Principal:
     return auth.superuser_principal(session)
 
 
-def get_principal(
-    request: Request,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """The caller: an institution (API key) or a user (token). 401 without valid credentials."""
+def resolve_principal(runtime: Runtime, session: Session, secret: str | None) -> Principal:
+    """The caller for a bearer secret (blocking DB lookup: call it from a worker thread)."""
     from audit_engine import auth
 
-    runtime = get_runtime(request)
     if runtime.settings.auth_disabled:
         cached = runtime.extras.get("demo_principal")
         if cached is None:
@@ -86,9 +85,8 @@ def get_principal(
             session.rollback()
             runtime.extras["demo_principal"] = cached
         return cached
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+    if not secret:
         raise _unauthorized("缺少凭据：请使用 Authorization: Bearer <机构API密钥或用户令牌>")
-    secret = credentials.credentials
     try:
         principal = auth.principal_for_api_key(session, secret) or auth.principal_for_token(session, secret)
     finally:
@@ -97,6 +95,32 @@ def get_principal(
     if principal is None:
         raise _unauthorized("凭据无效或已过期")
     return principal
+
+
+async def get_secret(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str | None:
+    """The bearer secret, unchecked (the hot review routes check it in their worker thread)."""
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        return None
+    return credentials.credentials
+
+
+async def get_required_secret(request: Request, secret: Annotated[str | None, Depends(get_secret)]) -> str | None:
+    """Like get_secret, but a missing credential is a 401 before the body is even read."""
+    if secret is None and not get_runtime(request).settings.auth_disabled:
+        raise _unauthorized("缺少凭据：请使用 Authorization: Bearer <机构API密钥或用户令牌>")
+    return secret
+
+
+SecretDep = Annotated[str | None, Depends(get_required_secret)]
+
+
+def get_principal(
+    request: Request, session: SessionDep, secret: Annotated[str | None, Depends(get_secret)]
+) -> Principal:
+    """The caller: an institution (API key) or a user (token). 401 without valid credentials."""
+    return resolve_principal(get_runtime(request), session, secret)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -86,7 +86,8 @@ async def submit(
     runtime: Runtime,
     session: Session,
     *,
-    principal: Principal,
+    principal: Principal | None = None,
+    secret: str | None = None,
     payload: dict[str, Any],
     kind: Kind,
     raw: bytes | None = None,
@@ -94,13 +95,16 @@ async def submit(
 ) -> Any:
     """Review and store one submission in one transaction (idempotent per prescription identifier).
 
-    The pipeline and the DB work run in the thread pool; the event loop only parses JSON.
+    Authentication (when only the bearer ``secret`` is given), the pipeline and the DB work
+    run in one trip to the thread pool; the event loop only parses JSON.
     """
+    from api.deps import resolve_principal
     from audit_engine.store.reviews import submit_review
 
     def work() -> Any:
+        caller = principal if principal is not None else resolve_principal(runtime, session, secret)
         try:
-            record = submit_review(session, principal=principal, payload=payload, kind=kind,
+            record = submit_review(session, principal=caller, payload=payload, kind=kind,
                                    engine=runtime.review_engine(), raw=raw, replaces_review_id=replaces_review_id)
             session.commit()
         except BaseException:

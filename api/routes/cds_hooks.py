@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from api.deps import PrincipalDep, RuntimeDep, SessionDep
+from api.deps import PrincipalDep, RuntimeDep, SecretDep, SessionDep
 from api.errors import ApiError, read_json, read_json_raw
 from api.views import review_id_for_card, submit, thresholds
 from audit_engine.fhir_out import card_id, cds_response
@@ -97,11 +97,11 @@ def discovery() -> dict[str, Any]:
                422: {"description": "请求不合法（OperationOutcome，含 FHIRPath）"}},
 )
 async def order_sign(
-    service_id: str, request: Request, runtime: RuntimeDep, session: SessionDep, principal: PrincipalDep
+    service_id: str, request: Request, runtime: RuntimeDep, session: SessionDep, secret: SecretDep
 ) -> JSONResponse:
     _known(service_id)
     payload, raw = await read_json_raw(request, max_bytes=runtime.settings.max_body_bytes)
-    record = await submit(runtime, session, principal=principal, payload=payload, kind="cds", raw=raw)
+    record = await submit(runtime, session, secret=secret, payload=payload, kind="cds", raw=raw)
     explain_at, recheck_at = thresholds(record)
     extra: dict[str, Any] = {"rulebase_version": record.rulebase_version}
     for name in ("outcome", "engine_failed", "fail_mode"):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from api.deps import PrincipalDep, RuntimeDep, SessionDep
+from api.deps import PrincipalDep, RuntimeDep, SecretDep, SessionDep
 from api.errors import FHIR_JSON, ApiError, read_json_raw
 from api.views import Kind, review_json, submit, thresholds
 from audit_engine.fhir_out import detected_issues_bundle
@@ -97,12 +97,12 @@ async def create_review(
     request: Request,
     runtime: RuntimeDep,
     session: SessionDep,
-    principal: PrincipalDep,
+    secret: SecretDep,
     format_: Annotated[str | None, Query(alias="_format", description="fhir: 以 DetectedIssue Bundle 返回")] = None,
 ) -> JSONResponse:
     payload, raw = await read_json_raw(request, max_bytes=runtime.settings.max_body_bytes)
     kind: Kind = "medication_request" if payload.get("resourceType") == "MedicationRequest" else "bundle"
-    record = await submit(runtime, session, principal=principal, payload=payload, kind=kind, raw=raw)
+    record = await submit(runtime, session, secret=secret, payload=payload, kind=kind, raw=raw)
     headers = {"Location": f"/api/v1/reviews/{record.id}"}
     status = 200 if getattr(record, "replayed", False) else 201
     if _wants_fhir(request, format_):
