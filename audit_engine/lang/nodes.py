@@ -350,7 +350,9 @@ class Placeholder:
     Rendering (``audit_engine.lang.render``): absent -> ``未知``; textset -> elements joined
     by ``、``; bool -> 是/否; numbers without a trailing ``.0`` (at most 4 decimals);
     a multi-unit quantity -> first present variant in ``variants`` order as "value unit"
-    with the dimension's base unit; a table quantity -> the cell as written plus its unit.
+    with the dimension's base unit; a table number with a declared unit -> the cell as
+    written plus that unit (``2.4 g``); with a per-row unit (``单位见 单位``) -> the cell alone
+    (write ``{表.单位}`` to show the unit).
     """
 
     target: str

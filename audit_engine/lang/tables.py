@@ -23,8 +23,9 @@ _FALSE = {"否", "false", "False", "FALSE", "0", "N", "n", "no"}
 
 @dataclass(frozen=True, slots=True)
 class Quantity:
-    """A table cell holding an amount: ``value`` in the dimension's base unit (``units``),
-    ``text`` as written with its unit (``2.4 g``) for messages."""
+    """A table cell holding an amount: ``value`` in the dimension's base unit (``units``);
+    ``text`` for messages: the cell and the declared unit (``2.4 g``) for a fixed-unit column,
+    the cell alone (``2.4``) when the unit comes per row from another column."""
 
     value: float
     dimension: str
@@ -198,7 +199,9 @@ def _convert(vc: n.ValueColumn, raw: str, row_unit: str | None) -> tuple[Any, st
         u = units.lookup(unit)
     except units.UnitError:
         return None, f"未知单位“{unit}”" + (f"（{h}）" if (h := hint_for(unit, units.known_units())) else "")
-    return Quantity(number * u.factor, u.dimension, f"{raw} {unit}"), None
+    # A per-row unit lives in its own column, which a message shows with {表.单位}; so only a
+    # fixed (declared) unit is part of the cell's text.
+    return Quantity(number * u.factor, u.dimension, f"{raw} {unit}" if vc.unit else raw), None
 
 
 def _col_of(line: str, index: int) -> int:

@@ -141,15 +141,23 @@ def test_table_lookup_prefers_specific_then_highest_and_set_keys_match_any_eleme
 
 
 def test_table_quantity_with_unit_per_row_compares_in_base_units(load: Load) -> None:
-    rb = load('表 最大日剂量 来自 "max.csv" { 键 成分 列 上限 数值 单位见 单位 }\n' +
+    rb = load('表 最大日剂量 来自 "max.csv" { 键 成分 列 上限 数值 单位见 单位, 单位 文本 }\n' +
               rule("MAX", "对每个 药品 满足 药品.日剂量 > 最大日剂量[药品.成分].上限",
-                   message="{药品.名称} {药品.日剂量} > {最大日剂量.上限}"),
+                   message="{药品.名称} {药品.日剂量} > {最大日剂量.上限} {最大日剂量.单位}"),
               **{"max.csv": "成分,上限,单位\n布洛芬,2.4,g\n胰岛素,40,IU\n"})
     f = facts([item(1, name="布洛芬", ingredients=["布洛芬"], daily_dose_mg=3200.0),
                item(2, name="布洛芬", ingredients=["布洛芬"], daily_dose_mg=1200.0),
                item(3, name="胰岛素", ingredients=["胰岛素"], daily_dose_iu=50.0, daily_dose_mg=999.0)])
     got = [(x.implicated[0][-2:], x.message) for x in evaluate(rb, f)]
     assert got == [("i1", "布洛芬 3200 mg > 2.4 g"), ("i3", "胰岛素 999 mg > 40 IU")]
+
+
+def test_fixed_unit_column_renders_with_its_unit(load: Load) -> None:
+    rb = load('表 上限表 来自 "max.csv" { 键 成分 列 上限 数值 g }\n' +
+              rule("MAX", "对每个 药品 满足 药品.日剂量 > 上限表[药品.成分].上限", message="上限 {上限表.上限}"),
+              **{"max.csv": "成分,上限\n布洛芬,2.4\n"})
+    f = facts([item(1, ingredients=["布洛芬"], daily_dose_mg=2401.0), item(2, ingredients=["布洛芬"], daily_dose_mg=2400.0)])
+    assert [(x.implicated[0][-2:], x.message) for x in evaluate(rb, f)] == [("i1", "上限 2.4 g")]
 
 
 def test_prefix_key_column_matches_icd_codes(load: Load) -> None:
