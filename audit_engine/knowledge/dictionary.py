@@ -164,7 +164,7 @@ class Drug:
         if not form:
             return self
         strengths = (strength,) if strength else tuple(s for s in self.strengths if s.form == form)
-        return dataclasses.replace(self, forms=(form,), strengths=strengths)
+        return dataclasses.replace(self, forms=(form,), strengths=strengths, route=route_for_form(form, self.route))
 
     def canonical_dose(self, value: float, unit: str) -> tuple[str, float] | None:
         """``value unit`` as (dimension, value in the dimension's base unit), or None.
@@ -194,6 +194,27 @@ class Drug:
                 su = units.lookup(s_unit)
                 return su.dimension, value * amount * su.factor
         return None
+
+
+INJECTION_ROUTES = ("静滴", "静注", "肌注", "皮下")
+# Form word -> the route it implies; checked in order, so 舌下片 is tested before 片.
+FORM_ROUTES: tuple[tuple[str, str], ...] = (
+    ("舌下", "舌下"), ("吸入", "吸入"), ("滴眼", "滴眼"), ("滴鼻", "滴鼻"), ("栓", "直肠"), ("凝胶", "外用"),
+    ("乳膏", "外用"), ("软膏", "外用"), ("贴剂", "外用"), ("阴道环", "外用"), ("饮片", "煎服"), ("片", "口服"),
+    ("胶囊", "口服"), ("颗粒", "口服"), ("口服", "口服"), ("散", "口服"), ("丸", "口服"), ("糖浆", "口服"),
+    ("混悬", "口服"),
+)
+
+
+def route_for_form(form: str, default: str | None) -> str | None:
+    """The route a form implies; for injections the default if it is an injection route, else
+    unknown (静滴, 静注 or 肌注 is the prescriber's choice, not the product's)."""
+    if any(w in form for w in INJECTION_FORMS):
+        return default if default in INJECTION_ROUTES else None
+    for word, route in FORM_ROUTES:
+        if word in form:
+            return route
+    return default
 
 
 def atc_prefixes(atc: str) -> tuple[str, ...]:

@@ -202,3 +202,13 @@ def test_duplicate_names_are_rejected(tmp_path: Path) -> None:
 
 def test_load_dictionary_is_cached() -> None:
     assert load_dictionary() is load_dictionary()
+
+
+def test_narrowing_to_a_form_fixes_the_route_it_implies() -> None:
+    d = load_dictionary()
+    dexa = d.by_name("地塞米松")
+    assert dexa is not None and dexa.route == "口服"
+    assert "route" not in dexa.with_form("注射液").item_fields()
+    assert d.by_name("头孢呋辛").with_form("片剂").route == "口服"  # type: ignore[union-attr]
+    assert d.by_name("硝酸甘油").with_form("舌下片").route == "舌下"  # type: ignore[union-attr]
+    assert d.by_name("头孢曲松").with_form("注射用无菌粉末").route == "静滴"  # type: ignore[union-attr]
