@@ -68,3 +68,21 @@ def test_readme_documents_the_level_scale_and_default_verdicts() -> None:
     assert f"block_at = {p.block_at}" in readme
     for level in range(10):
         assert re.search(rf"^\| *{level} *\|", readme, re.M), f"level {level} not in the README scale table"
+
+
+def test_iv_incompatibility_rows_put_the_ingredient_first() -> None:
+    """rulebase/interactions.rules has no class-then-ingredient IV rule: such a row would never match."""
+    import csv
+
+    from audit_engine.knowledge.dictionary import load_dictionary
+
+    d = load_dictionary()
+    ingredients, classes = d.ingredient_names(), d.class_names()
+    path = ROOT / "rulebase" / "tables" / "iv_incompatibility.csv"
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+    reversed_rows = [
+        (r["药品甲"], r["药品乙"]) for r in csv.DictReader(lines)
+        if r["药品甲"] in classes and r["药品甲"] not in ingredients
+        and r["药品乙"] in ingredients and r["药品乙"] not in classes
+    ]
+    assert reversed_rows == [], "write the ingredient in 药品甲 when the other cell is a class"

@@ -209,7 +209,7 @@ FLAGGED: list[Scenario] = [
              sex="female", birth="1965-05-15", conditions=(("F32.9", "抑郁发作"), ("M54.5", "下背痛")),
              meds=(Med("舍曲林", "N06AB06", 50, "mg", 1, days=7, key="sertraline"),
                    Med("曲马多", "N02AX02", 50, "mg", 2, days=3, key="tramadol")),
-             expect=_e(["DDI-TABLE"], [0, 1])),
+             expect=_e(["DDI-TABLE-CLASS-R"], [0, 1])),
     Scenario("iv_incompatibility_ceftriaxone_calcium", "头孢曲松与葡萄糖酸钙同时静滴（配伍禁忌）", "急诊科",
              encounter="EMER", birth="1977-11-17", egfr=90, conditions=(("N10", "急性肾盂肾炎"), ("E83.5", "低钙血症")),
              meds=(Med("头孢曲松", "J01DD04", 1, "g", 1, route="静滴", days=1, key="ceftriaxone"),
