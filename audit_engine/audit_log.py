@@ -109,6 +109,31 @@ def entry_hash(prev_hash: str, content: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical(content)).encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """One entry to append (see :func:`append_many`)."""
+
+    actor: Actor
+    action: str
+    object_type: str
+    object_id: str
+    institution_id: int | None = None
+    detail: dict[str, Any] | None = None
+    at: datetime | None = None
+
+
+# Built once: appends run on every write of the service.
+_LOCK_HEAD = sa.select(AuditHead.last_id, AuditHead.last_hash).where(AuditHead.id == 1).with_for_update()
+_ENTRY_TABLE: sa.Table = AuditEntry.__table__  # type: ignore[assignment]
+_HEAD_TABLE: sa.Table = AuditHead.__table__  # type: ignore[assignment]
+_INSERT_ENTRY = _ENTRY_TABLE.insert()
+_MOVE_HEAD = (
+    sa.update(_HEAD_TABLE)
+    .where(_HEAD_TABLE.c.id == 1)
+    .values(last_id=sa.bindparam("new_id"), last_hash=sa.bindparam("new_hash"))
+)
+
+
 def append(
     s: Session,
     *,
@@ -121,42 +146,52 @@ def append(
     at: datetime | None = None,
 ) -> int:
     """Append one entry to the chain inside the caller's transaction; returns its id."""
-    head = s.execute(
-        sa.select(AuditHead.last_id, AuditHead.last_hash).where(AuditHead.id == 1).with_for_update()
-    ).one()
-    # A datetime's microseconds must survive the database round trip for the hash to verify.
-    when = at or utcnow()
-    content = _content(
-        id=head.last_id + 1,
-        at=when,
-        actor_kind=actor.kind,
-        actor_id=actor.id,
-        actor_name=actor.name,
-        institution_id=institution_id if institution_id is not None else actor.institution_id,
-        action=action,
-        object_type=object_type,
-        object_id=object_id,
-        detail=json.loads(canonical(detail or {})),
-    )
-    digest = entry_hash(head.last_hash, content)
-    s.execute(
-        sa.insert(AuditEntry).values(
-            id=content["id"],
+    return append_many(s, [NewEntry(actor, action, object_type, object_id, institution_id, detail, at)])[0]
+
+
+def append_many(s: Session, entries: list[NewEntry]) -> list[int]:
+    """Append entries in order with one lock of the head and one INSERT; returns their ids."""
+    if not entries:
+        return []
+    head = s.execute(_LOCK_HEAD).one()
+    last_id, last_hash = int(head.last_id), str(head.last_hash)
+    rows: list[dict[str, Any]] = []
+    for e in entries:
+        when = e.at or utcnow()
+        content = _content(
+            id=last_id + 1,
             at=when,
-            actor_kind=actor.kind,
-            actor_id=actor.id,
-            actor_name=actor.name,
-            institution_id=content["institution_id"],
-            action=action,
-            object_type=object_type,
-            object_id=object_id,
-            detail=content["detail"],
-            prev_hash=head.last_hash,
-            hash=digest,
+            actor_kind=e.actor.kind,
+            actor_id=e.actor.id,
+            actor_name=e.actor.name,
+            institution_id=e.institution_id if e.institution_id is not None else e.actor.institution_id,
+            action=e.action,
+            object_type=e.object_type,
+            object_id=e.object_id,
+            # normalised through JSON so that what is hashed is exactly what the database returns
+            detail=json.loads(canonical(e.detail or {})),
         )
-    )
-    s.execute(sa.update(AuditHead).where(AuditHead.id == 1).values(last_id=content["id"], last_hash=digest))
-    return int(content["id"])
+        digest = entry_hash(last_hash, content)
+        rows.append(
+            {
+                "id": content["id"],
+                "at": when,
+                "actor_kind": e.actor.kind,
+                "actor_id": e.actor.id,
+                "actor_name": e.actor.name,
+                "institution_id": content["institution_id"],
+                "action": e.action,
+                "object_type": e.object_type,
+                "object_id": e.object_id,
+                "detail": content["detail"],
+                "prev_hash": last_hash,
+                "hash": digest,
+            }
+        )
+        last_id, last_hash = content["id"], digest
+    s.execute(_INSERT_ENTRY, rows)
+    s.execute(_MOVE_HEAD, {"new_id": last_id, "new_hash": last_hash})
+    return [r["id"] for r in rows]
 
 
 def verify_chain(s: Session, *, batch: int = 2000) -> ChainReport:

@@ -28,7 +28,15 @@ from audit_engine.errors import AccessDeniedError, IntakeError, InvalidRequestEr
 from audit_engine.findings import Finding
 from audit_engine.policy import decide_verdict, failure_verdict, policy_for
 from audit_engine.store.db import utcnow
-from audit_engine.store.models import Feedback, FindingRow, Institution, Prescription, Review, Task
+from audit_engine.store.models import (
+    Feedback,
+    FindingRow,
+    Institution,
+    Prescription,
+    Review,
+    Task,
+    new_id,
+)
 from audit_engine.store.records import (
     DECIDED_OUTCOMES,
     PENDING,
@@ -132,43 +140,29 @@ def submit_review(
 
     institution_id = principal.institution_id
     identifier: str | None = result.prescription_id if result is not None else None
-    if identifier:
-        existing = _find_by_identifier(s, institution_id, identifier)
-        if existing is not None:
-            return _replay(s, existing, principal)
-
     at = now or utcnow()
-    policy = policy_for(s, institution_id=institution_id)
-    findings: tuple[Finding, ...] = tuple(result.findings) if result is not None else ()
-    unchecked = bool(result.unchecked) if result is not None else True
-    verdict = (
-        decide_verdict(findings, unchecked=unchecked, policy=policy)
-        if failure is None
-        else failure_verdict(policy)
-    )
     items = list(result.facts.items) if result is not None else None
     ret_class = retention_class(items)
     raw_text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     if raw_text is None:
         raw_text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-
-    prescription = Prescription(
-        institution_id=institution_id,
-        identifier=identifier,
-        kind=kind,
-        raw=raw_text,
-        raw_sha256=hashlib.sha256(raw_text.encode()).hexdigest(),
-        received_at=at,
-        retention_class=ret_class,
-        retain_until=retain_until(at, ret_class),
-    )
-    try:
-        with s.begin_nested():  # a concurrent twin may win the unique constraint
-            s.add(prescription)
-    except IntegrityError:
+    rx = {
+        "id": new_id(),
+        "institution_id": institution_id,
+        "identifier": identifier,
+        "kind": kind,
+        "raw": raw_text,
+        "raw_sha256": hashlib.sha256(raw_text.encode()).hexdigest(),
+        "received_at": at,
+        "retention_class": ret_class,
+        "retain_until": retain_until(at, ret_class),
+    }
+    # Idempotency is decided by the unique (institution, identifier) constraint, in one
+    # statement: a concurrent twin's insert makes ours do nothing, and we replay its review.
+    if not _insert_prescription(s, rx):
         existing = _find_by_identifier(s, institution_id, identifier or "")
-        if existing is None:
-            raise
+        if existing is None:  # cannot happen: the conflicting row is committed and visible
+            raise InvalidRequestError(f"Prescription/{identifier}", "处方标识冲突，请重试")
         return _replay(s, existing, principal)
 
     previous: Review | None = None
@@ -177,103 +171,167 @@ def submit_review(
         if previous is None or previous.institution_id != institution_id:
             raise NotFoundError(f"Review/{replaces_review_id}", "被修改的原审核不存在")
 
+    policy = policy_for(s, institution_id=institution_id)
+    findings: tuple[Finding, ...] = tuple(result.findings) if result is not None else ()
+    unchecked = bool(result.unchecked) if result is not None else True
+    verdict = (
+        decide_verdict(findings, unchecked=unchecked, policy=policy)
+        if failure is None
+        else failure_verdict(policy)
+    )
     facts = result.facts if result is not None else None
     emergency = bool(facts is not None and facts.prescription.get("type") == "急诊")
     outcome = OUTCOME_FOR_VERDICT[verdict]
     timings = dict(result.timings_ms) if result is not None else {}
     timings["pipeline"] = pipeline_ms
-    review = Review(
-        prescription_id=prescription.id,
-        institution_id=institution_id,
-        previous_review_id=previous.id if previous else None,
-        rulebase_version=result.rulebase_version
+    review_row: dict[str, Any] = {
+        "id": new_id(),
+        "prescription_id": rx["id"],
+        "institution_id": institution_id,
+        "previous_review_id": previous.id if previous else None,
+        "rulebase_version": result.rulebase_version
         if result is not None
         else str(getattr(engine, "version", "")),
-        verdict=verdict,
-        outcome=outcome,
-        max_level=max((f.level for f in findings), default=0),
-        unchecked=unchecked,
-        emergency=emergency,
-        items=list(result.items) if result is not None else [],
-        facts=_facts_json(facts),
-        policy=policy.snapshot(),
-        fail_mode=policy.fail_mode,
-        engine_failed=failure is not None,
-        engine_error=failure,
-        timings_ms=timings,
-        created_at=at,
-        decided_at=None if verdict == "recheck" else at,
-    )
-    s.add(review)
-    s.flush()
-    s.add_all(
-        FindingRow(
-            review_id=review.id,
-            position=n,
-            rule_id=f.rule_id,
-            title=f.title,
-            category=f.category,
-            subtype=f.subtype,
-            level=f.level,
-            message=f.message,
-            evidence=f.evidence,
-            implicated=list(f.implicated),
-            suggestion=f.suggestion,
-            source=f.source,
+        "verdict": verdict,
+        "outcome": outcome,
+        "max_level": max((f.level for f in findings), default=0),
+        "unchecked": unchecked,
+        "emergency": emergency,
+        "items": list(result.items) if result is not None else [],
+        "facts": _facts_json(facts),
+        "policy": policy.snapshot(),
+        "fail_mode": policy.fail_mode,
+        "engine_failed": failure is not None,
+        "engine_error": failure,
+        "timings_ms": timings,
+        "created_at": at,
+        "decided_at": None if verdict == "recheck" else at,
+    }
+    # Core inserts: this is the hot path of every review, and the ORM unit of work costs
+    # more Python time here than the database does.
+    s.execute(_table(Review).insert(), review_row)
+    if findings:
+        s.execute(
+            _table(FindingRow).insert(),
+            [
+                {
+                    "review_id": review_row["id"],
+                    "position": n,
+                    "rule_id": f.rule_id,
+                    "title": f.title,
+                    "category": f.category,
+                    "subtype": f.subtype,
+                    "level": f.level,
+                    "message": f.message,
+                    "evidence": f.evidence,
+                    "implicated": list(f.implicated),
+                    "suggestion": f.suggestion,
+                    "source": f.source,
+                }
+                for n, f in enumerate(findings)
+            ],
         )
-        for n, f in enumerate(findings)
-    )
     task: Task | None = None
     if verdict == "recheck":
-        task = Task(
-            review_id=review.id,
-            institution_id=institution_id,
-            status=PENDING,
-            emergency=emergency,
-            max_level=review.max_level,
-            created_at=at,
-            deadline_at=policy.deadline(at),
-        )
-        s.add(task)
-    s.flush()
+        task_row: dict[str, Any] = {
+            "id": new_id(),
+            "review_id": review_row["id"],
+            "institution_id": institution_id,
+            "status": PENDING,
+            "emergency": emergency,
+            "escalated": False,
+            "max_level": review_row["max_level"],
+            "created_at": at,
+            "deadline_at": policy.deadline(at),
+            "version": 1,
+        }
+        s.execute(_table(Task).insert(), task_row)
+        task = Task(**task_row)  # a detached view for the record; the row is written above
+    review = Review(**review_row)
 
-    actor = audit_log.Actor.of(principal)
-    audit_log.append(
-        s,
-        actor=actor,
-        action="review.created",
-        object_type="review",
-        object_id=review.id,
-        institution_id=institution_id,
-        detail={
-            "prescription": prescription.id,
-            "identifier": identifier,
-            "verdict": verdict,
-            "outcome": outcome,
-            "max_level": review.max_level,
-            "rulebase_version": review.rulebase_version,
-            "engine_failed": failure is not None,
-            "fail_mode": policy.fail_mode,
-            "raw_sha256": prescription.raw_sha256,
-        },
-        at=at,
-    )
-    if task is not None:
-        audit_log.append(
-            s,
-            actor=actor,
-            action="task.created",
-            object_type="task",
-            object_id=task.id,
-            institution_id=institution_id,
-            detail={"review": review.id, "deadline_at": str(task.deadline_at)},
-            at=at,
-        )
     if previous is not None:
+        # Lock order everywhere is task → review → audit head, so this comes before our own audit entries.
         from audit_engine.queue import link_modified_review
 
         link_modified_review(s, previous=previous, new_review=review, principal=principal, now=at)
-    return _record(s, review, with_history=False)
+    actor = audit_log.Actor.of(principal)
+    entries = [
+        audit_log.NewEntry(
+            actor,
+            "review.created",
+            "review",
+            review.id,
+            institution_id,
+            {
+                "prescription": rx["id"],
+                "identifier": identifier,
+                "verdict": verdict,
+                "outcome": outcome,
+                "max_level": review.max_level,
+                "rulebase_version": review.rulebase_version,
+                "engine_failed": failure is not None,
+                "fail_mode": policy.fail_mode,
+                "raw_sha256": rx["raw_sha256"],
+            },
+            at,
+        )
+    ]
+    if task is not None:
+        entries.append(
+            audit_log.NewEntry(
+                actor,
+                "task.created",
+                "task",
+                task.id,
+                institution_id,
+                {"review": review.id, "deadline_at": str(task.deadline_at)},
+                at,
+            )
+        )
+    audit_log.append_many(s, entries)
+    return _build(
+        review,
+        rx=rx,
+        task=task,
+        institution_code=principal.institution_code,
+        findings=findings,
+        history=(),
+        facts=None,
+    )
+
+
+def _table(model: type[Any]) -> sa.Table:
+    table: sa.Table = model.__table__
+    return table
+
+
+_UPSERTS: dict[str, Any] = {}
+
+
+def _insert_prescription(s: Session, values: dict[str, Any]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING; False when the identifier was already taken."""
+    dialect = s.get_bind().dialect.name
+    stmt = _UPSERTS.get(dialect)
+    if stmt is None:
+        dialect_insert: Any
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:  # any other backend: a savepoint around a plain insert
+            try:
+                with s.begin_nested():
+                    s.execute(_table(Prescription).insert(), values)
+                return True
+            except IntegrityError:
+                return False
+        table = _table(Prescription)
+        stmt = _UPSERTS[dialect] = (
+            dialect_insert(table)
+            .on_conflict_do_nothing(index_elements=["institution_id", "identifier"])
+            .returning(table.c.id)
+        )
+    return s.execute(stmt, values).first() is not None
 
 
 def _find_by_identifier(s: Session, institution_id: int, identifier: str) -> Review | None:
@@ -307,16 +365,42 @@ def _record(s: Session, review: Review, *, with_history: bool, with_facts: bool 
         sa.select(FindingRow).where(FindingRow.review_id == review.id).order_by(FindingRow.position)
     )
     history = audit_log.history(s, object_ids=[review.id, task.id if task else ""]) if with_history else []
+    return _build(
+        review,
+        rx={
+            "id": rx.id,
+            "identifier": rx.identifier,
+            "received_at": rx.received_at,
+            "retention_class": rx.retention_class,
+        },
+        task=task,
+        institution_code=code,
+        findings=tuple(finding_of(r) for r in rows),
+        history=tuple(history),
+        facts=dict(review.facts) if with_facts else None,
+    )
+
+
+def _build(
+    review: Review,
+    *,
+    rx: dict[str, Any],
+    task: Task | None,
+    institution_code: str | None,
+    findings: tuple[Finding, ...],
+    history: tuple[audit_log.HistoryEntry, ...],
+    facts: dict[str, Any] | None,
+) -> ReviewRecord:
     return ReviewRecord(
         id=review.id,
-        prescription_id=rx.id,
-        prescription_identifier=rx.identifier,
+        prescription_id=rx["id"],
+        prescription_identifier=rx["identifier"],
         institution_id=review.institution_id,
-        institution_code=code,
+        institution_code=institution_code,
         verdict=review.verdict,
         outcome=review.outcome,
         decided=review.outcome in DECIDED_OUTCOMES,
-        findings=tuple(finding_of(r) for r in rows),
+        findings=findings,
         max_level=review.max_level,
         unchecked=review.unchecked,
         emergency=review.emergency,
@@ -327,15 +411,15 @@ def _record(s: Session, review: Review, *, with_history: bool, with_facts: bool 
         engine_failed=review.engine_failed,
         engine_error=review.engine_error,
         timings_ms=dict(review.timings_ms),
-        received_at=rx.received_at,
+        received_at=rx["received_at"],
         created_at=review.created_at,
         decided_at=review.decided_at,
-        retention_class=rx.retention_class,
+        retention_class=rx["retention_class"],
         previous_review_id=review.previous_review_id,
-        task=TaskRecord.of(task, institution_code=code) if task else None,
+        task=TaskRecord.of(task, institution_code=institution_code) if task else None,
         decision=decision_of(review, task),
-        history=tuple(history),
-        facts=dict(review.facts) if with_facts else None,
+        history=history,
+        facts=facts,
     )
 
 
@@ -431,6 +515,9 @@ def record_feedback(
     if review is None or not can_see(s, principal, review.institution_id):
         raise NotFoundError(f"Review/{review_id}", "没有这个审核")
     at = now or utcnow()
+    # Lock order everywhere is task → review → audit head (see queue): take the task first.
+    s.execute(sa.select(Task.id).where(Task.review_id == review.id).with_for_update())
+    s.refresh(review)
     s.add(
         Feedback(
             review_id=review.id,

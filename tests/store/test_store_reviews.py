@@ -108,7 +108,7 @@ def test_a_failure_midway_leaves_no_half_written_review(engine, world, pipeline,
     def boom(*args: object, **kwargs: object) -> int:
         raise RuntimeError("disk full while writing the audit entry")
 
-    monkeypatch.setattr(audit_log, "append", boom)
+    monkeypatch.setattr(audit_log, "append_many", boom)
     with pytest.raises(RuntimeError):
         submit(engine, world.his_m1, medication_bundle("RX-HALF", levels=(6,)), pipeline)
     monkeypatch.undo()
