@@ -68,7 +68,9 @@ def files_from_zip(data: bytes) -> dict[str, str]:
     if len(names) > MAX_FILES:
         raise _bad(f"文件过多（{len(names)} > {MAX_FILES}）")
     tops = {n.split("/", 1)[0] for n in names}
-    strip = len(tops) == 1 and all("/" in n for n in names)
+    # "county/base.rules, county/tables/x.csv": strip the wrapping folder; "tables/x.csv" alone: keep it.
+    strip = (len(tops) == 1 and all("/" in n for n in names)
+             and any(n.count("/") == 1 and n.endswith(".rules") for n in names))
     out: dict[str, str] = {}
     for n in names:
         rel = n.split("/", 1)[1] if strip else n

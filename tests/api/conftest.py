@@ -58,7 +58,8 @@ def seed(url: str) -> tuple[str, str, str]:
     return centre_key, member_key, other_key
 
 
-def build_world(url: str, tmp_path: Path, **settings: Any) -> Iterator[World]:
+def build_world(url: str, tmp_path: Path, *, real_engine: bool = False, **settings: Any) -> Iterator[World]:
+    """The app on ``url``; ``real_engine`` loads the rules network from ``rulebase_path``."""
     from audit_engine.store.db import upgrade_schema
 
     upgrade_schema(url)
@@ -66,7 +67,7 @@ def build_world(url: str, tmp_path: Path, **settings: Any) -> Iterator[World]:
     engine = FakeEngine()
     cfg = Settings(database_url=url, rulebase_store_dir=str(tmp_path / "rulebases"), rulebase_poll_seconds=0,
                    **settings)
-    app = create_app(cfg, engine_factory=lambda path: engine)
+    app = create_app(cfg, engine_factory=None if real_engine else (lambda path: engine))
     with TestClient(app) as client:
         tokens = {}
         for role, user, pw in (("pharmacist", "yaoshi", "pw-yaoshi-1"), ("quality", "zhikong", "pw-zhikong-1"),
@@ -87,3 +88,13 @@ def world(tmp_path: Path) -> Iterator[World]:
 def any_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     for url in fresh_database(request.param, tmp_path):
         yield from build_world(url, tmp_path)
+
+
+SAMPLE_RULEBASE = ROOT / "fixtures" / "rules" / "sample"
+
+
+@pytest.fixture
+def rules_world(tmp_path: Path) -> Iterator[World]:
+    """A world whose engine is the real rules network, compiled from the sample rulebase."""
+    for url in fresh_database("sqlite", tmp_path):
+        yield from build_world(url, tmp_path, real_engine=True, rulebase_path=str(SAMPLE_RULEBASE))
