@@ -25,6 +25,19 @@ def flagged_paths() -> list[Path]:
     return sorted(p for p in FLAGGED.glob("*.json") if not p.name.endswith(".expect.json"))
 
 
+# Flagged prescriptions whose rule needs a fact the normaliser does not establish yet. Strict: the
+# test starts failing (XPASS) the day the fact arrives, so the mark cannot outlive its reason.
+PENDING_FACTS: dict[str, str] = {
+    "form_route_missing": "FORM-ROUTE-MISSING reads item.route_stated (途径已写), not yet set by audit_engine.facts",
+}
+
+
+def flagged_params() -> list[Any]:
+    """The flagged fixtures as pytest parameters, the pending ones marked strict xfail."""
+    return [pytest.param(p, id=p.stem, marks=[pytest.mark.xfail(reason=PENDING_FACTS[p.stem], strict=True)]
+                         if p.stem in PENDING_FACTS else []) for p in flagged_paths()]
+
+
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 

@@ -16,7 +16,7 @@ import pytest
 from audit_engine.policy import VERDICTS, Policy, decide_verdict
 from audit_engine.review import review_payload
 
-from .conftest import FIXTURE_DAY, clean_paths, flagged_paths, read_json
+from .conftest import FIXTURE_DAY, clean_paths, flagged_params, flagged_paths, read_json
 
 POLICY = Policy()  # the shipped default thresholds (rulebase/README.md)
 
@@ -114,7 +114,7 @@ def test_clean_prescription_gets_no_warning_level_finding(path: Path, engine: An
 # ------------------------------------------------------------------ flagged: the right rule, the right drugs
 
 
-@pytest.mark.parametrize("path", flagged_paths(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", flagged_params())
 def test_flagged_prescription_is_caught_with_the_right_drugs(path: Path, engine: Any) -> None:
     expect = read_json(path.with_suffix(".expect.json"))
     wanted_refs = set(expect["expected_implicated"])

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from audit_engine.policy import VERDICTS
 
-from .conftest import RULEBASE, clean_paths, flagged_paths, read_json
+from .conftest import RULEBASE, clean_paths, flagged_params, read_json
 from .test_fixtures import cds_request
 
 SERVICE = "/cds-services/county-prescription-review"
@@ -69,7 +69,7 @@ def test_clean_prescription_passes_with_no_warning_card(service: Any, path: Path
     assert cds["extension"]["review"]["verdict"] == "pass"
 
 
-@pytest.mark.parametrize("path", flagged_paths(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", flagged_params())
 def test_flagged_prescription_gets_cards_implicating_the_right_drugs(service: Any, path: Path) -> None:
     expect = read_json(path.with_suffix(".expect.json"))
     review, cds = _post_both(service, path)
