@@ -65,6 +65,10 @@ SPECS: tuple[TableSpec, ...] = (
         _c("药品", "name"), _c("处置", "enum", values=DISPOSITION), _c("eGFR低于", "number"),
         _c("日上限", "number", True), _c("单位", "enum", True, ("mg", "IU", "mL")), LEVEL, NOTE, SOURCE),
         ("药品", "处置")),
+    TableSpec("肝功能", "hepatic.csv", (
+        _c("药品", "name"), _c("处置", "enum", values=("禁用", "慎用")), LEVEL, NOTE, SOURCE), ("药品",)),
+    TableSpec("老年用药", "elderly.csv", (
+        _c("药品", "name"), _c("处置", "enum", values=("禁用", "慎用")), LEVEL, NOTE, SOURCE), ("药品",)),
     TableSpec("儿童禁忌", "pediatric.csv", (
         _c("药品", "name"), _c("年龄低于", "number"), _c("年龄单位", "enum", values=("岁", "月", "天")),
         LEVEL, NOTE, SOURCE), ("药品",)),
