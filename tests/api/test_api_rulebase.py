@@ -129,3 +129,20 @@ def test_multipart_upload_of_rule_and_table_files(rules_world: World) -> None:
     r = w.client.post("/api/v1/rulebases", files=files, data={"label": "multipart"}, headers=w.user("admin"))
     assert r.status_code == 201, r.text
     assert r.json()["label"] == "multipart"
+
+
+def test_another_process_picks_up_an_activation_from_the_database(rules_world: World, tmp_path: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.config import Settings
+    from api.main import create_app
+
+    w = rules_world
+    other = create_app(Settings(database_url=w.url, rulebase_store_dir=str(tmp_path / "other-store"),
+                                rulebase_poll_seconds=0, rulebase_path=str(SAMPLE_RULEBASE)))
+    with TestClient(other) as c2:
+        before = c2.get("/health").json()["rulebase"]["version"]
+        up = w.client.post("/api/v1/rulebases", json={"files": stricter_files()}, headers=w.user("admin")).json()
+        w.client.post(f"/api/v1/rulebases/{up['version']}/activate", headers=w.user("admin"))
+        after = c2.get("/health").json()["rulebase"]["version"]
+    assert before != after == up["version"]
