@@ -431,6 +431,8 @@ def get_review(
     review = s.get(Review, review_id)
     if review is None or not can_see(s, principal, review.institution_id):
         return None
+    record = _record(s, review, with_history=True, with_facts=with_facts)
+    # Logged last: the append locks the chain head until commit, so keep that window short.
     audit_log.append(
         s,
         actor=audit_log.Actor.of(principal),
@@ -439,7 +441,7 @@ def get_review(
         object_id=review.id,
         institution_id=review.institution_id,
     )
-    return _record(s, review, with_history=True, with_facts=with_facts)
+    return record
 
 
 def get_prescription_raw(s: Session, *, review_id: str, principal: Principal) -> str | None:
@@ -481,6 +483,7 @@ def list_reviews(
     if since is not None:
         q = q.where(Review.created_at >= since)
     reviews = s.scalars(q).all()
+    records = [_record(s, r, with_history=False) for r in reviews]
     if reviews:
         audit_log.append(
             s,
@@ -490,7 +493,7 @@ def list_reviews(
             object_id=reviews[0].id,
             detail={"ids": [r.id for r in reviews]},
         )
-    return [_record(s, r, with_history=False) for r in reviews]
+    return records
 
 
 def record_feedback(
