@@ -212,3 +212,17 @@ def test_narrowing_to_a_form_fixes_the_route_it_implies() -> None:
     assert d.by_name("头孢呋辛").with_form("片剂").route == "口服"  # type: ignore[union-attr]
     assert d.by_name("硝酸甘油").with_form("舌下片").route == "舌下"  # type: ignore[union-attr]
     assert d.by_name("头孢曲松").with_form("注射用无菌粉末").route == "静滴"  # type: ignore[union-attr]
+
+
+def test_item_fields_use_only_catalogue_fields_with_valid_values() -> None:
+    from audit_engine.schema import FIELDS
+
+    item_fields = {f.name: f for f in FIELDS if f.entity == "item"}
+    for drug in load_dictionary().all():
+        for key, value in drug.item_fields().items():
+            assert key in item_fields, key
+            spec = item_fields[key]
+            if spec.type == "enum":
+                assert value in spec.values, (drug.id, key, value)
+            if spec.type == "textset":
+                assert value == sorted(value)
