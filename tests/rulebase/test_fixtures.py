@@ -142,3 +142,14 @@ def test_every_rule_subtype_has_a_flagged_prescription(rulebase: Any) -> None:
         subtypes.setdefault(f"{rule.category.main}.{rule.category.sub}", set()).add(rule.id)
     uncovered = sorted(sub for sub, ids in subtypes.items() if not ids & expected)
     assert uncovered == []
+
+
+@pytest.mark.parametrize("path", [*clean_paths(), *flagged_paths()], ids=lambda p: p.stem)
+def test_network_and_reference_interpreter_agree_on_the_fixture(path: Path, engine: Any, rulebase: Any) -> None:
+    from audit_engine.lang.interpreter import evaluate
+
+    result = review_payload(read_json(path), kind="bundle", engine=engine, today=FIXTURE_DAY)
+    network = sorted((f.rule_id, f.level, f.implicated, f.message) for f in result.findings
+                     if not f.rule_id.startswith("SYS-"))
+    oracle = sorted((f.rule_id, f.level, f.implicated, f.message) for f in evaluate(rulebase, result.facts))
+    assert network == oracle
