@@ -289,6 +289,10 @@ class DrugDictionary:
 
     def _by_name_with_form(self, name: str) -> Drug | None:
         n = name.strip()
+        if n.startswith("注射用") and len(n) > 3:  # 注射用头孢曲松钠: a powder for injection
+            base = self.by_name(n[3:])
+            if base is not None:
+                return base.with_form(next((f for f in base.forms if "注射" in f), None))
         for suffix in FORM_SUFFIXES:
             if n.endswith(suffix) and len(n) > len(suffix):
                 base = self.by_name(n[: -len(suffix)])

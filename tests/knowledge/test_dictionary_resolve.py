@@ -226,3 +226,14 @@ def test_item_fields_use_only_catalogue_fields_with_valid_values() -> None:
                 assert value in spec.values, (drug.id, key, value)
             if spec.type == "textset":
                 assert value == sorted(value)
+
+
+@pytest.mark.parametrize(("text", "name", "form"), [
+    ("注射用头孢曲松钠", "头孢曲松", "注射用无菌粉末"),
+    ("盐酸二甲双胍缓释片", "二甲双胍", "缓释片"),
+    ("硫酸氢氯吡格雷片", "氯吡格雷", "片剂"),
+    ("呋塞米注射液", "呋塞米", "注射液"),
+])
+def test_his_product_names_resolve_with_their_form(text: str, name: str, form: str) -> None:
+    drug = load_dictionary().resolve([], text=text)
+    assert drug is not None and drug.name_zh == name and drug.forms == (form,)
