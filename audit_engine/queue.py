@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from audit_engine import audit_log, webhooks
-from audit_engine.auth import Principal, can_see, visible_institution_ids
+from audit_engine.auth import HIS_ROLE, Principal, can_see, visible_institution_ids
 from audit_engine.errors import InvalidRequestError, NotFoundError, TransitionError
 from audit_engine.policy import Policy
 from audit_engine.store.db import utcnow
@@ -293,6 +293,7 @@ def doctor_answer(
 ) -> TaskRecord:
     """The doctor answers a returned prescription: ``modify`` (with the new review of the
     modified prescription) or ``insist`` with a reason (双签, double signature)."""
+    principal.require_role(HIS_ROLE)
     at = now or utcnow()
     task = _locked_task(s, task_id, principal)
     if kind == "insist":

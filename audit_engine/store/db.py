@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 DEFAULT_SQLITE_PATH = Path("data") / "audit.sqlite"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK_KEY = 0x41554454  # "AUDT": advisory lock held while migrating
 
 
 def utcnow() -> datetime:
@@ -93,6 +94,10 @@ def upgrade_schema(url: str | sa.Engine | None = None) -> None:
     engine = url if isinstance(url, sa.Engine) else make_engine(url)
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Several processes may start at once (serve --workers N): one migrates, the
+                # others wait here and then find the schema already at head.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     finally:

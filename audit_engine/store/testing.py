@@ -265,3 +265,33 @@ def build_world(engine: sa.Engine) -> World:
             s.flush()
             principals[username] = auth.principal_for_user(s, user)
     return World(ids, keys, principals)
+
+
+# --------------------------------------------------------------------------- worker processes
+def ok_sender(url: str, body: bytes, headers: dict[str, str]) -> int:
+    """A webhook receiver that accepts everything (picklable, for worker processes)."""
+    return 200
+
+
+def drain_in_process(url: str, now_iso: str) -> tuple[int, int]:
+    """Run worker passes at a fixed instant until two in a row find nothing to do.
+
+    Meant as a ``multiprocessing`` target (spawn): returns (timeouts fired, deliveries sent)
+    by this process, so a test can add up what several processes did.
+    """
+    from datetime import datetime
+
+    from audit_engine import worker
+    from audit_engine.store.db import make_engine
+
+    eng = make_engine(url)
+    fired = sent = idle = 0
+    try:
+        while idle < 2:
+            report = worker.tick(eng, now=datetime.fromisoformat(now_iso), sender=ok_sender)
+            fired += report.timeouts
+            sent += report.deliveries.attempted
+            idle = idle + 1 if not (report.timeouts or report.deliveries.attempted) else 0
+    finally:
+        eng.dispose()
+    return fired, sent

@@ -185,3 +185,24 @@ def test_the_worker_loop_runs_until_stopped_and_keeps_no_state_of_its_own(db_url
     worker.run_worker(db_url, stop, interval_s=0.05, sender=RecordingSender())
     watcher.join()
     assert done.is_set()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_worker_processes_on_one_postgres_fire_each_timeout_once(db_url, engine, world) -> None:
+    import multiprocessing
+
+    from audit_engine.store.testing import drain_in_process
+
+    with session_scope(engine) as s:
+        webhooks.create_subscription(s, institution_id=world.ids["M1"], url="https://his.m1.example/hook")
+    ids = fill_queue(engine, world, 120)
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        results = pool.starmap(drain_in_process, [(db_url, (T0 + timedelta(hours=1)).isoformat())] * 3)
+    assert sum(fired for fired, _ in results) == len(ids)
+    with session_scope(engine) as s:
+        fired = Counter(s.scalars(sa.select(AuditEntry.object_id).where(AuditEntry.action == "task.timeout_pass")).all())
+        assert set(fired) == set(ids) and set(fired.values()) == {1}
+        attempts = s.scalars(sa.select(webhooks.WebhookDelivery.attempts)).all()
+        assert len(attempts) == sum(1 for i in range(120) if i % 3) and set(attempts) == {1}
+        assert audit_log.verify_chain(s).ok

@@ -139,6 +139,19 @@ def test_a_decided_task_cannot_be_decided_again(engine, world) -> None:
     assert snapshot(engine, tid) == before
 
 
+def test_a_pharmacist_cannot_answer_for_the_doctor(engine, world) -> None:
+    from audit_engine.errors import AccessDeniedError
+
+    tid = new_task(engine, world, "RX-DOC")
+    claim(engine, world.ph_c1)
+    with session_scope(engine) as s:
+        queue.decide(s, task_id=tid, principal=world.ph_c1, decision="return", reason="请修改")
+    before = snapshot(engine, tid)
+    with pytest.raises(AccessDeniedError), session_scope(engine) as s:
+        queue.doctor_answer(s, task_id=tid, principal=world.ph_c1, kind="insist", reason="我来双签")
+    assert snapshot(engine, tid) == before
+
+
 def test_a_his_without_the_pharmacist_role_cannot_claim(engine, world) -> None:
     new_task(engine, world, "RX-H")
     from audit_engine.errors import AccessDeniedError

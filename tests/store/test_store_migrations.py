@@ -48,3 +48,28 @@ def test_the_default_url_is_a_sqlite_file_under_data(monkeypatch) -> None:
     assert database_url() == "sqlite:///data/audit.sqlite"
     monkeypatch.setenv("AUDIT_DATABASE_URL", "postgresql+psycopg://u@h/db")
     assert database_url() == "postgresql+psycopg://u@h/db"
+
+
+def test_processes_starting_together_migrate_once(db_url: str) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            upgrade_schema(db_url)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    eng = make_engine(db_url)
+    try:
+        with eng.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM audit_head")).scalar_one() == 1
+    finally:
+        eng.dispose()
