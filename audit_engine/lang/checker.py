@@ -430,7 +430,7 @@ class Checker:
             if lt.multi:
                 dims = "、".join(units.BASE_UNITS[d] for d in sorted(lt.dims or ()))
                 self.error(where, f"与{_describe(lt, left)}比较的数值需写明单位（如 {dims}）")
-            elif lt.literal and rt.fld is not None:
+            elif lt.literal and not rt.literal:
                 self.error(where, f"{_describe(rt, right)}没有单位，不能与带单位的量比较")
             return
         if rt.kind != "quantity":
@@ -493,6 +493,8 @@ def _describe(t: T, e: n.Expr) -> str:
         return f"“{e.value}”"
     if isinstance(e, n.Column):
         return f"“{e.lookup.table}.{e.column}”"
+    if isinstance(e, n.Count):
+        return f"“计数 {e.var}”"
     return "右边" if t.literal else "这一项"
 
 

@@ -82,8 +82,8 @@ def _network(rb: n.Rulebase) -> tuple[Callable[[PrescriptionFacts], list[Finding
         return None, None
     try:
         engine: Any = Engine(compile_rulebase(rb))
-    except AuditEngineError as err:
-        return None, f"规则网络无法建立：{err}"
+    except Exception as err:  # the network is another stage: report it as a failed run, not a traceback
+        return None, f"规则网络无法建立：{type(err).__name__}: {err}"
     return engine.evaluate, None
 
 
@@ -113,8 +113,8 @@ def cmd_test(path: str, out: TextIO | None = None) -> int:
                 if sorted(net, key=_key) != sorted(result.findings, key=_key):
                     failures.append(f"规则网络与解释器结果不一致：网络 {_brief(net)}，解释器 {_brief(result.findings)}")
                 failures.extend(p for p in judge(case, net) if p not in failures)
-        except AuditEngineError as err:
-            failures = [f"运行出错：{err}"]
+        except Exception as err:  # one broken case must not hide the others
+            failures = [f"运行出错：{type(err).__name__}: {err}"]
         where = f"{case.span.file}:{case.span.line}"
         if failures:
             failed += 1

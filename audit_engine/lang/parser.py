@@ -302,8 +302,11 @@ class _Build(Transformer[Token, Any]):
         return n.Column(c[0], str(c[1]), self._cover(c))
 
     def count(self, c: list[Any]) -> n.Count:
-        var, coll = c[0]
-        return n.Count(str(var), cast(Any, coll), c[1] if len(c) > 1 else None, self._cover(c))
+        var, coll = c[1]
+        return n.Count(str(var), cast(Any, coll), c[2] if len(c) > 2 else None, self._cover(c))
+
+    def count_kw(self, c: list[Token]) -> Token:
+        return c[0]
 
     def number(self, c: list[Token]) -> n.Number:
         return n.Number(float(c[0]), str(c[1]) if len(c) > 1 else None, self._cover(c))

@@ -51,6 +51,11 @@ def test_text_compared_with_a_number_is_a_type_mismatch(errors: Errors) -> None:
     assert msg.splitlines()[0] == "main.rules:1:53: 类型不匹配：“患者.妊娠”是是/否，“3”是数值"
 
 
+def test_count_compared_with_a_unit_is_an_error(errors: Errors) -> None:
+    (msg,) = errors(rule("R1", "当 计数 药品 > 3 天"))
+    assert msg.splitlines()[0] == "main.rules:1:45: “计数 药品”没有单位，不能与带单位的量比较"
+
+
 def test_unordered_text_cannot_use_less_than(errors: Errors) -> None:
     (msg,) = errors(rule("R1", "对每对 甲, 乙 满足 甲.名称 > 乙.名称"))
     assert msg.splitlines()[0] == "main.rules:1:55: 文本只能用 = 或 != 比较"
