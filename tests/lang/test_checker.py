@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from audit_engine.lang import nodes as n
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from .conftest import rule
+from audit_engine.errors import Diagnostic
+from audit_engine.lang import nodes as n
+from audit_engine.lang.checker import Checker
+from audit_engine.lang.parser import parse_text
+
+from .conftest import VOCAB, rule
 
 Errors = Callable[..., list[str]]
 
@@ -183,3 +189,37 @@ def test_table_level_column_values_must_be_levels(errors: Errors) -> None:
 def test_all_errors_are_reported_together(errors: Errors) -> None:
     msgs = errors(rule("R1", "当 患者.体种 > 3 kg") + rule("R2", "当 患者.性别 = 男士") + "覆盖 R9 { 停用 }\n")
     assert [m.split(":")[1] for m in msgs] == ["1", "2", "3"]
+
+
+# --- robustness: any syntactically valid rule is checked without crashing ------------------------
+
+
+_FIELDS = ["患者.年龄", "患者.体重", "药品.日剂量", "药品.天数", "处方.类型", "药品.成分", "患者.妊娠", "甲.名称",
+           "药品.抗菌级别", "医师.抗菌药物权限", "诊断.编码", "x.类别", "患者.不存在", "T.列"]
+_VALUES = ["3", "4 g", "0.5 mg/kg", '"门诊"', "门诊", "是", "T[药品.成分].上限", "计数 药品", "12 岁", "5 天", '"他汀类"']
+_atoms = st.one_of(
+    st.builds(lambda f, op, v: f"{f} {op} {v}", st.sampled_from(_FIELDS), st.sampled_from(["=", "!=", "<", ">="]),
+              st.sampled_from(_VALUES + _FIELDS)),
+    st.builds(lambda f: f"已知 {f}", st.sampled_from(_FIELDS)),
+    st.sampled_from(_FIELDS),
+    st.builds(lambda f, v: f"{f} 包含 {v}", st.sampled_from(_FIELDS), st.sampled_from(_VALUES)),
+    st.builds(lambda f: f"{f} 介于 1 和 3 g", st.sampled_from(_FIELDS)),
+    st.just("T[药品.成分, 患者.人群] 存在"),
+)
+_conds = st.recursive(_atoms, lambda inner: st.one_of(
+    st.builds(lambda a, b: f"{a} 且 {b}", inner, inner),
+    st.builds(lambda a: f"不 ({a})", inner),
+    st.builds(lambda a: f"任一 x: 药品 满足 ({a})", inner),
+    st.builds(lambda a: f"计数 诊断 满足 ({a}) > 1", inner)), max_leaves=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(trigger=st.sampled_from(["当", "对每个 药品 满足", "对每对 甲, 乙 满足", "对每个 诊断 满足"]), cond=_conds,
+       message=st.sampled_from(["{药品.名称}", "{甲.名称}", "{T.列}", "{患者.年龄}", "{x}", "纯文字"]))
+def test_checker_never_crashes_on_a_parsed_rule(trigger: str, cond: str, message: str) -> None:
+    (parsed,) = parse_text(f'规则 R "t" {{ 类别 适宜性.x 等级 3 依据 "e" {trigger} {cond} 提示 "{message}" }}',
+                           "fuzz.rules").rules
+    diags: list[Diagnostic] = []
+    checked = Checker({}, {}, VOCAB, diags).check_rule(parsed)
+    assert checked.id == "R"
+    assert all(d.file == "fuzz.rules" and d.line == 1 and d.col >= 1 for d in diags)
