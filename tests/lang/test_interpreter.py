@@ -233,3 +233,50 @@ def test_the_same_threshold_in_g_and_mg_gives_the_same_answer(grams: int, value_
     multi: Any = Multi({"daily_dose_mg": float(value_mg)}, field)
     assert compare(">", multi, Num(float(grams), "g")) == compare(">", multi, Num(grams * 1000.0, "mg"))
     assert units.convert(grams, "g", "mg") == grams * 1000.0
+
+
+# --- robustness: any facts, sorted findings, never an exception ----------------------------------
+
+_SAMPLE = None
+
+
+def _sample() -> n.Rulebase:
+    global _SAMPLE
+    if _SAMPLE is None:
+        from pathlib import Path
+
+        from audit_engine.lang.loader import load_rulebase
+
+        _SAMPLE = load_rulebase(Path(__file__).resolve().parents[2] / "fixtures" / "rules" / "sample")
+    return _SAMPLE
+
+
+_item_fields = st.fixed_dictionaries({}, optional={
+    "name": st.sampled_from(["辛伐他汀", "氨氯地平", "克拉霉素", "布洛芬"]),
+    "ingredients": st.lists(st.sampled_from(["辛伐他汀", "氨氯地平", "克拉霉素", "布洛芬", "华法林", "阿司匹林"]),
+                            max_size=2, unique=True).map(sorted),
+    "classes": st.lists(st.sampled_from(["他汀类", "非甾体抗炎药"]), max_size=2, unique=True).map(sorted),
+    "daily_dose_mg": st.floats(min_value=0, max_value=1e5),
+    "days": st.floats(min_value=0, max_value=90),
+    "injection": st.booleans(),
+    "overdose_reason": st.booleans(),
+})
+
+
+@settings(max_examples=150, deadline=None)
+@given(items=st.lists(_item_fields, max_size=5),
+       patient=st.fixed_dictionaries({}, optional={"pregnant": st.booleans(), "chronic": st.booleans(),
+                                                   "age_years": st.integers(0, 100),
+                                                   "population": st.sampled_from(["成人", "儿童", "老年"])}),
+       rx_type=st.sampled_from([None, "门诊", "急诊"]),
+       level=st.sampled_from([None, "村卫生室", "县级医院", "乡镇卫生院"]))
+def test_evaluation_never_fails_and_findings_are_sorted_and_unique(
+        items: list[dict[str, Any]], patient: dict[str, Any], rx_type: str | None, level: str | None) -> None:
+    f = facts([item(k, **fields) for k, fields in enumerate(items)], patient=patient,
+              prescription={"type": rx_type} if rx_type else {}, institution={"level": level} if level else {})
+    found = evaluate(_sample(), f)
+    assert found == sorted(set(found), key=lambda x: (x.sort_key(), x.message))
+    refs = {it["reference"] for it in f.items}
+    assert all(set(x.implicated) <= refs and 0 <= x.level <= 9 for x in found)
+    if level == "县级医院":
+        assert "INJ-COUNT" not in {x.rule_id for x in found}
