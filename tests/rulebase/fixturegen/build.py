@@ -194,7 +194,7 @@ def bundle(s: Scenario, serial: int) -> dict[str, Any]:
         "id": "pat",
         "identifier": [{"system": f"{BASE}/mrn", "value": f"MRN{serial:06d}"}],
         "gender": s.sex,
-        "birthDate": s.birth,
+        **({"birthDate": s.birth} if s.birth else {}),
     })
     resources.append({
         "resourceType": "Organization",

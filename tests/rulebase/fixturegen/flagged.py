@@ -317,4 +317,8 @@ FLAGGED: list[Scenario] = [
              sex="female", birth="1958-08-28", conditions=(("E11.9", "2型糖尿病"),),
              meds=(Med("人胰岛素", "A10AB01", 10, "IU", 2, route="皮下", days=7, key="insulin"),),
              expect=_e(["LEG-INST-CLASS"], [0], "explain")),
+    Scenario("form_paediatric_without_age", "儿科处方未注明患儿年龄（无出生日期）", "儿科",
+             birth="", weight=12.0, conditions=(("R50.9", "发热"),),
+             meds=(Med("对乙酰氨基酚", "N02BE01", 120, "mg", 3, days=2, prn=True, key="paracetamol"),),
+             expect=_e(["FORM-PAEDIATRIC-AGE"], [], "explain")),
 ]
