@@ -186,3 +186,20 @@ def test_unfinished_file_is_reported_with_chinese_keywords_expected() -> None:
 
 def test_missing_rule_id_names_what_was_expected() -> None:
     assert "(应为 规则编号)" in render_error('规则 "t" { }')
+
+
+def test_english_test_briefs_and_expectations() -> None:
+    (t,) = parse_text('test "e" { patient age 64 岁 drug 辛伐他汀 40 mg qd expect fire R1 level 6 '
+                      'expect nofire R2 expect none }').tests
+    assert [b.entity for b in t.briefs] == ["patient", "item"]
+    assert [(e.fires, e.rule_ids, e.levels) for e in t.expectations] == [
+        (True, ("R1",), (6,)), (False, ("R2",), (None,)), (False, (), ())]
+
+
+def test_english_pairs_quantifiers_and_overrides() -> None:
+    f = parse_text('rule R "t" { for each pair a, b where any x: item where (x.injection) and a.ingredients = b.ingredients } '
+                   'override R for institution_level = 村卫生室 { disable }')
+    trig = f.rules[0].trigger
+    assert isinstance(trig, n.ForEachPair) and (trig.first, trig.second) == ("a", "b")
+    assert isinstance(trig.cond, n.And) and isinstance(trig.cond.operands[0], n.Quantified)
+    assert f.overrides[0].disable and f.overrides[0].target is not None
