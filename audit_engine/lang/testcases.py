@@ -200,7 +200,8 @@ def _read_item(brief: n.Brief, index: int, cur: _Words, dictionary: Any | None,
     if name is None:
         cur.error(brief, "“药品”后应写药品名称")
         return item
-    drug = dictionary.by_name(name.text) if dictionary is not None else None
+    # A name with a form word (阿莫西林胶囊) narrows the drug to that form, as in real input.
+    drug = (dictionary.by_name(name.text) or dictionary.resolve([], text=name.text)) if dictionary is not None else None
     if dictionary is not None and drug is None:
         cur.error(name, f"药品字典中没有“{name.text}”", hint_for(name.text, dictionary.drug_names()))
     if drug is not None:

@@ -102,3 +102,10 @@ def test_loading_a_rulebase_checks_its_test_briefs(errors: Callable[..., list[st
 
     (msg,) = errors(rule("R1", "当 患者.妊娠") + '测试 "t" { 患者 妊娠 药品 辛伐他汀 20 mg 期望 触发 R9 }\n')
     assert msg.splitlines()[0] == "main.rules:2:30: 期望中的规则 R9 不存在 (是否应为“R1”？)"
+
+
+def test_a_drug_name_with_a_form_word_resolves_to_that_form() -> None:
+    facts, diags = build_facts(case("药品 阿莫西林胶囊 0.5 g tid 3 天"))
+    assert diags == []
+    it = facts.items[0]
+    assert it["name"] == "阿莫西林" and it["form"] == "胶囊" and it["daily_dose_mg"] == 1500.0
