@@ -38,6 +38,9 @@ class Runtime:
     startup_error: str | None = None
     _last_sync: float = 0.0
     _sync_lock: threading.Lock = field(default_factory=threading.Lock)
+    # SQLite has one writer and H5's store begins every transaction IMMEDIATE: threads of this
+    # process queue here instead of in SQLite's busy handler, whose sleeps make a long tail.
+    sqlite_write_lock: threading.Lock = field(default_factory=threading.Lock)
     extras: dict[str, Any] = field(default_factory=dict)
     # Tests inject a factory (path or None -> engine); production loads real rulebases.
     engine_factory: Callable[[str | None], Engine] | None = None
@@ -66,6 +69,10 @@ class Runtime:
         self._last_sync = time.monotonic()
         self.ready = True
         log.info("rulebase %s loaded", self.engine.version)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db is not None and self.db.dialect.name == "sqlite"
 
     def stop(self) -> None:
         if self.db is not None:

@@ -102,6 +102,12 @@ async def submit(
     from audit_engine.store.reviews import submit_review
 
     def work() -> Any:
+        if runtime.is_sqlite:
+            with runtime.sqlite_write_lock:
+                return store()
+        return store()
+
+    def store() -> Any:
         caller = principal if principal is not None else resolve_principal(runtime, session, secret)
         try:
             record = submit_review(session, principal=caller, payload=payload, kind=kind,
