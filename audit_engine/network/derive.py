@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audit_engine.findings import Finding
+from audit_engine.lang import interpreter, render
 from audit_engine.lang import nodes as n
 from audit_engine.network.ir import CompiledRulebase, DerivedField
 from audit_engine.schema import PrescriptionFacts
@@ -33,39 +34,74 @@ class Matches:
     rx: set[int] = field(default_factory=set)
 
 
-def holds(rulebase: n.Rulebase, d: DerivedField, facts: PrescriptionFacts, bindings: dict[str, Any]) -> bool:
-    """The value of derived field ``d`` with ``bindings`` (variable -> item dict)."""
-    from audit_engine.lang import interpreter
-
-    return bool(interpreter.eval_cond(rulebase, d.cond, facts, bindings))
+def evaluator(compiled: CompiledRulebase, facts: PrescriptionFacts) -> interpreter.Evaluator:
+    """The reference evaluator for one prescription (shared by all derived fields of it)."""
+    return interpreter.Evaluator(compiled.rulebase.tables, facts)
 
 
-def findings(compiled: CompiledRulebase, facts: PrescriptionFacts, m: Matches) -> list[Finding]:
-    """The findings of the matches, de-duplicated and sorted like the interpreter's."""
-    from audit_engine.lang import interpreter
+def holds(ev: interpreter.Evaluator, d: DerivedField, bindings: dict[str, Any]) -> bool:
+    """The value of derived field ``d`` with ``bindings`` (variable -> item dict): exactly
+    ``interpreter.eval_cond``, with the evaluator made once per prescription."""
+    return bool(ev.cond(d.cond, bindings))
 
-    rb = compiled.rulebase
-    rules = compiled.rules
-    items = facts.items
-    out: list[Finding] = []
-    for ri, idx in sorted(m.items):
-        rule = rules[ri]
-        trig = rule.trigger
-        assert isinstance(trig, n.ForEach)
-        out.append(interpreter.make_finding(rb, rule, facts, {trig.var: items[idx]}, (idx,)))
-    by_pair: dict[tuple[int, int, int], tuple[int, int]] = {}
-    for ri, i, j in sorted(m.pairs):
-        key = (ri, min(i, j), max(i, j))
-        # The interpreter tries (i, j) with i < j first: that order, when it matched, wins.
-        if key not in by_pair or i < j:
-            by_pair[key] = (i, j)
-    for (ri, lo, hi), (i, j) in sorted(by_pair.items()):
-        rule = rules[ri]
-        trig = rule.trigger
-        assert isinstance(trig, n.ForEachPair)
-        out.append(interpreter.make_finding(rb, rule, facts, {trig.first: items[i], trig.second: items[j]},
-                                            (lo, hi)))
-    for ri in sorted(m.rx):
-        rule = rules[ri]
-        out.append(interpreter.make_finding(rb, rule, facts, {}, None))
-    return interpreter.finish(out)
+
+class FindingMaker:
+    """Builds findings like ``interpreter.make_finding``, caching per rule what does not
+    depend on the prescription (the rule-level lookups of its template and level)."""
+
+    def __init__(self, compiled: CompiledRulebase) -> None:
+        self.compiled = compiled
+        self._lookups: dict[int, dict[str, n.Lookup]] = {}
+
+    def lookups(self, ri: int) -> dict[str, n.Lookup]:
+        found = self._lookups.get(ri)
+        if found is None:
+            found = self._lookups[ri] = render.rule_lookups(self.compiled.rules[ri])
+        return found
+
+    def findings(self, ev: interpreter.Evaluator, m: Matches) -> list[Finding]:
+        """The findings of the matches, de-duplicated and sorted like the interpreter's."""
+        facts = ev.facts
+        rules = self.compiled.rules
+        items = facts.items
+        base = render.entity_data_for(facts, {})
+        out: list[Finding] = []
+
+        def make(ri: int, env: dict[str, Any], implicated: tuple[int, ...]) -> None:
+            rule = rules[ri]
+            _, level, _ = rule.resolve_for(facts.institution)
+            assert level is not None and rule.category is not None
+            lookups = self.lookups(ri)
+            rows = render.lookup_rows(lookups, ev.tables, lambda k: ev.key_value(k, env)) if lookups else {}
+            data = {**base, **env} if env else base
+            out.append(Finding(
+                rule_id=rule.id, title=rule.title, category=rule.category.main, subtype=rule.category.sub,
+                level=level.value if isinstance(level, n.FixedLevel) else render.table_level(level, rows),
+                message=render.render(rule.message, data, rows) or "", evidence=rule.evidence or "",
+                implicated=tuple(items[k]["reference"] for k in implicated),
+                suggestion=render.render(rule.suggestion, data, rows),
+                source=f"{rule.span.file}:{rule.span.line}",
+            ))
+
+        for ri, idx in sorted(m.items):
+            trig = rules[ri].trigger
+            assert isinstance(trig, n.ForEach)
+            make(ri, {trig.var: items[idx]}, (idx,))
+        by_pair: dict[tuple[int, int, int], tuple[int, int]] = {}
+        for ri, i, j in sorted(m.pairs):
+            key = (ri, min(i, j), max(i, j))
+            # The interpreter tries (i, j) with i < j first: that order, when it matched, wins.
+            if key not in by_pair or i < j:
+                by_pair[key] = (i, j)
+        for (ri, lo, hi), (i, j) in sorted(by_pair.items()):
+            trig = rules[ri].trigger
+            assert isinstance(trig, n.ForEachPair)
+            make(ri, {trig.first: items[i], trig.second: items[j]}, (lo, hi))
+        for ri in sorted(m.rx):
+            trig = rules[ri].trigger
+            assert trig is not None
+            chosen: set[int] = set()
+            for q in interpreter.outer_item_quantifiers(trig.cond):
+                chosen.update(ev.matching(q.var, "item", q.cond, {}))
+            make(ri, {}, tuple(sorted(chosen)) if chosen else tuple(range(len(items))))
+        return interpreter.finish(out)

@@ -84,6 +84,7 @@ class Network:
         self._retired = False
         # At most 1,024 live sessions per ruleset: bound concurrent evaluations well below.
         self._slots = threading.BoundedSemaphore(512)
+        self._maker = derive.FindingMaker(compiled)
 
     # ------------------------------------------------------------------ lifecycle
     def acquire(self) -> bool:
@@ -129,14 +130,16 @@ class Network:
         return chosen, per_item
 
     def evaluate(self, facts: PrescriptionFacts) -> list[Finding]:
+        ev = derive.evaluator(self.compiled, facts)
         with self._slots:
-            matches = self._match(facts)
-        return derive.findings(self.compiled, facts, matches)
+            matches = self._match(facts, ev)
+        return self._maker.findings(ev, matches)
 
-    def _match(self, facts: PrescriptionFacts) -> derive.Matches:
+    def _match(self, facts: PrescriptionFacts, ev: Any = None) -> derive.Matches:
         ctx = {e: getattr(facts, e) for e in CONTEXT_ENTITIES}
         items = facts.items
-        rb = self.compiled.rulebase
+        if ev is None:
+            ev = derive.evaluator(self.compiled, facts)
         m = derive.Matches()
         chosen, per_item = self._route(facts)
         for si in sorted(chosen):
@@ -150,13 +153,13 @@ class Network:
                 f: dict[str, Any] = {"sid": sid, "t": ITEM_TYPE, "idx": idx}
                 _fill(f, sr.item_src, item, ctx)
                 for d in sr.item_derived:
-                    f[d.name] = derive.holds(rb, d, facts, {d.binds[0]: item})
+                    f[d.name] = derive.holds(ev, d, {d.binds[0]: item})
                 batch.append(f)
             if sr.shard.needs_rx:
                 f = {"sid": sid, "t": RX_TYPE}
                 _fill(f, sr.rx_src, None, ctx)
                 for d in sr.rx_derived:
-                    f[d.name] = derive.holds(rb, d, facts, {})
+                    f[d.name] = derive.holds(ev, d, {})
                 batch.append(f)
             if sr.shard.needs_pairs:
                 for i, a in enumerate(items):
@@ -164,7 +167,7 @@ class Network:
                         if i != j:
                             f = {"sid": sid, "t": PAIR_TYPE, "ia": i, "ib": j}
                             for d in sr.pair_derived:
-                                f[d.name] = derive.holds(rb, d, facts, {d.binds[0]: a, d.binds[1]: b})
+                                f[d.name] = derive.holds(ev, d, {d.binds[0]: a, d.binds[1]: b})
                             batch.append(f)
             for action in host.run_session(sr.handle, sid, batch):
                 for name, binding in action.items():
