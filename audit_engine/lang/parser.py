@@ -485,7 +485,16 @@ def _syntax_error(err: UnexpectedInput, file: str, lines: list[str]) -> Diagnost
 
 
 def parse_text(text: str, file: str = "<text>") -> n.RuleFile:
-    """Parse one rule file's text; raises RulebaseError with a syntax diagnostic."""
+    """Parse one rule file's text; raises RulebaseError with a syntax diagnostic.
+
+    Results are cached by (text, file): the tree is immutable, and reloading a rulebase in
+    which one file changed then parses only that file.
+    """
+    return _parse_cached(text, file)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(text: str, file: str) -> n.RuleFile:
     parser, builder = _lark()
     try:
         with _LOCK:
