@@ -28,7 +28,7 @@ from audit_engine import audit_log, webhooks
 from audit_engine.auth import HIS_ROLE, Principal, can_see, visible_institution_ids
 from audit_engine.errors import InvalidRequestError, NotFoundError, TransitionError
 from audit_engine.policy import Policy
-from audit_engine.store.db import utcnow
+from audit_engine.store.db import read_scope, utcnow
 from audit_engine.store.models import Institution, Review, Task
 from audit_engine.store.records import (
     ABANDONED,
@@ -428,7 +428,7 @@ def wait_for_decision(
     for an unknown review. Blocking: call it from a worker thread."""
     deadline = time.monotonic() + max(0.0, timeout_s)
     while True:
-        with Session(engine) as s:
+        with read_scope(engine) as s:
             status = review_status(s, review_id=review_id)
         if status is None or status[1] or time.monotonic() >= deadline:
             return status

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 DEFAULT_SQLITE_PATH = Path("data") / "audit.sqlite"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+READ_ONLY_OPTION = "audit_read_only"
 MIGRATION_LOCK_KEY = 0x41554454  # "AUDT": advisory lock held while migrating
 
 
@@ -81,7 +82,9 @@ def _configure_sqlite(engine: sa.Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only scopes (see read_scope) start deferred, so readers never queue for the write lock.
+        deferred = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
 def upgrade_schema(url: str | sa.Engine | None = None) -> None:
@@ -116,4 +119,16 @@ def session_scope(engine: sa.Engine) -> Iterator[Session]:
         session.rollback()
         raise
     finally:
+        session.close()
+
+
+@contextmanager
+def read_scope(engine: sa.Engine) -> Iterator[Session]:
+    """A unit of work that only reads (authentication, polling): on SQLite it begins
+    deferred and so never waits for, or holds, the write lock. Nothing it changes is kept."""
+    session = Session(engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.rollback()
         session.close()

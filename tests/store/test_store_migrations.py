@@ -73,3 +73,18 @@ def test_processes_starting_together_migrate_once(db_url: str) -> None:
             assert conn.execute(sa.text("SELECT count(*) FROM audit_head")).scalar_one() == 1
     finally:
         eng.dispose()
+
+
+def test_a_read_scope_does_not_wait_for_a_writer_on_sqlite(tmp_path) -> None:
+    from audit_engine.store.db import read_scope, session_scope
+
+    url = f"sqlite:///{tmp_path}/r.sqlite"
+    upgrade_schema(url)
+    eng = make_engine(url, connect_args={"timeout": 0.0, "check_same_thread": False})  # fail fast instead of waiting
+    try:
+        with session_scope(eng) as writer:
+            writer.execute(sa.text("UPDATE audit_head SET last_id = last_id"))  # holds the write lock
+            with read_scope(eng) as reader:
+                assert reader.execute(sa.text("SELECT last_id FROM audit_head")).scalar_one() == 0
+    finally:
+        eng.dispose()
