@@ -142,5 +142,6 @@ def require_roles(*roles: str) -> Callable[..., Any]:
 
 PharmacistDep = Annotated[Principal, Depends(require_roles("pharmacist"))]
 QualityDep = Annotated[Principal, Depends(require_roles("quality", "admin", "pharmacist"))]
+QueueReaderDep = Annotated[Principal, Depends(require_roles("pharmacist", "quality"))]
 AdminDep = Annotated[Principal, Depends(require_roles("admin"))]
 HisDep = Annotated[Principal, Depends(require_roles("his"))]

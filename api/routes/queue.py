@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import PharmacistDep, PrincipalDep, RuntimeDep, SessionDep
+from api.deps import PharmacistDep, PrincipalDep, QueueReaderDep, RuntimeDep, SessionDep
 from api.errors import FHIR_JSON, ApiError, read_json
 from api.views import jsonable, review_json, submit
 from audit_engine.fhir_out import task_resource
@@ -66,6 +66,17 @@ def claim(session: SessionDep, principal: PharmacistDep,
     review = _review_of(session, task, principal)
     session.commit()
     return JSONResponse(task_json(task, review))
+
+
+@router.get("/tasks", summary="列出待办任务（队列顺序：超时升级、急诊、严重程度、等待时间）")
+def list_tasks(session: SessionDep, principal: QueueReaderDep,
+               status: Annotated[list[str] | None, Query(description="状态，可多选；缺省为未结束的任务")] = None,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JSONResponse:
+    from audit_engine import queue
+
+    tasks = queue.list_tasks(session, principal=principal, statuses=tuple(status) if status else None, limit=limit)
+    session.rollback()
+    return JSONResponse({"tasks": [task_json(t) for t in tasks]})
 
 
 @router.get("/tasks/{task_id}", summary="查看任务（`?_format=fhir` 返回 FHIR Task）")
