@@ -113,20 +113,31 @@ def _enum_owner(entity: str, word: str) -> schema.Field | None:
     return None
 
 
-def _read_fields(entity: str, cur: _Words, out: dict[str, Any], brief: n.Brief) -> None:
-    """Fill ``out`` (the entity's fact dict) from the remaining words of a brief."""
+_SINGLE = ("patient", "prescription", "prescriber", "institution")
+
+
+def _read_fields(entity: str, cur: _Words, out: dict[str, Any], brief: n.Brief,
+                 others: dict[str, dict[str, Any]] | None = None) -> None:
+    """Fill ``out`` (the entity's fact dict) from the remaining words of a brief. A word that
+    is no field of ``entity`` but of exactly one other single entity goes there."""
     while (w := cur.take()) is not None:
-        if not w.quoted:
-            owner = _enum_owner(entity, w.text)
-            if owner is not None:
-                out[owner.name] = w.text
-                continue
+        target_entity, target = entity, out
+        owner = _enum_owner(entity, w.text) if not w.quoted else None
         f = schema.field_of(entity, w.text) if not w.quoted else None
+        if owner is None and f is None and not w.quoted and others:
+            found = [(e, _enum_owner(e, w.text), schema.field_of(e, w.text)) for e in _SINGLE if e != entity]
+            found = [x for x in found if x[1] is not None or x[2] is not None]
+            if len(found) == 1:
+                target_entity, owner, f = found[0]
+                target = others[target_entity]
+        if owner is not None:
+            target[owner.name] = w.text
+            continue
         if f is None:
             cur.error(w, f"未知的{schema.ENTITIES[entity]}信息“{w.text}”", hint_for(w.text, schema.field_names(entity)))
             cur.skip_values()
             continue
-        _read_value(f, w, cur, out)
+        _read_value(f, w, cur, target)
 
 
 def _read_value(f: schema.Field, w: n.Word, cur: _Words, out: dict[str, Any]) -> None:
@@ -289,7 +300,7 @@ def build_facts(case: n.TestCase, dictionary: Any | None = None) -> tuple[schema
     for b in briefs:
         cur = _Words(b.words, diags)
         if b.entity in targets:
-            _read_fields(b.entity, cur, targets[b.entity], b)
+            _read_fields(b.entity, cur, targets[b.entity], b, targets)
         elif b.entity == "diagnosis":
             code = cur.take()
             if code is None:

@@ -109,3 +109,10 @@ def test_a_drug_name_with_a_form_word_resolves_to_that_form() -> None:
     assert diags == []
     it = facts.items[0]
     assert it["name"] == "阿莫西林" and it["form"] == "胶囊" and it["daily_dose_mg"] == 1500.0
+
+
+def test_a_word_of_another_entity_goes_there_and_semicolons_end_lines() -> None:
+    facts, diags = build_facts(case('处方 门诊 科室 "内科" 机构 村卫生室 长期处方; 医师 住院医师; 期望 无'))
+    assert diags == []
+    assert facts.prescription["long_term"] is True and facts.institution == {"level": "村卫生室"}
+    assert facts.prescriber["title"] == "住院医师"
