@@ -122,6 +122,7 @@ def load_table(decl: n.TableDecl, base_dir: Path, diagnostics: list[Diagnostic])
         diagnostics.append(_at(decl.span, f"表“{decl.name}”的文件不存在：{decl.source}"))
         return None
     text = path.read_text(encoding="utf-8-sig")
+    remember_source(str(path), text)
     lines = text.splitlines()
     reader = csv.reader(lines)
     try:
