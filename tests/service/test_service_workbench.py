@@ -43,6 +43,7 @@ def test_pharmacist_works_the_queue_with_the_keyboard(running: tuple[Deployment,
         page.fill("input[name=password]", d.pharmacist_password)
         page.click("button[type=submit]")
         expect(page.locator("#queue li")).to_have_count(3)
+        expect(page.locator("#login")).to_be_hidden()
         expect(page.locator("#detail h3")).to_contain_text("系统发现的问题")
 
         page.keyboard.press("j")
