@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
+import textwrap
+from pathlib import Path
 from typing import Any
 
 from audit_engine.findings import CATEGORIES
@@ -86,3 +89,30 @@ def test_iv_incompatibility_rows_put_the_ingredient_first() -> None:
         and r["药品乙"] in ingredients and r["药品乙"] not in classes
     ]
     assert reversed_rows == [], "write the ingredient in 药品甲 when the other cell is a class"
+
+
+def _fenced_blocks(text: str) -> list[str]:
+    return [textwrap.dedent(b) for b in re.findall(r"```\n(.*?)```", text, re.S)]
+
+
+def test_readme_worked_examples_check_and_pass(tmp_path: Path) -> None:
+    """Sections 4 and 5 of the authoring guide, applied to a copy of the rulebase, really work."""
+    readme = (RULEBASE / "README.md").read_text(encoding="utf-8")
+    blocks = _fenced_blocks(readme)
+    rule = next(b for b in blocks if b.lstrip().startswith("规则 ELDERLY-"))
+    rule_tests = next(b for b in blocks if b.lstrip().startswith("测试 ") and "ELDERLY-" in b)
+    row = next(b for b in blocks if b.startswith("利培酮,"))
+    row_test = next(b for b in blocks if b.lstrip().startswith("测试 ") and "利培酮" in b)
+    copy = tmp_path / "rulebase"
+    shutil.copytree(RULEBASE, copy)
+    with (copy / "special_populations.rules").open("a", encoding="utf-8") as f:
+        f.write("\n" + rule + "\n" + rule_tests)
+    with (copy / "tables" / "interactions.csv").open("a", encoding="utf-8") as f:
+        f.write(row if row.endswith("\n") else row + "\n")
+    with (copy / "interactions.rules").open("a", encoding="utf-8") as f:
+        f.write("\n" + row_test)
+    out = io.StringIO()
+    assert cmd_check(str(copy), out) == 0, out.getvalue()
+    out = io.StringIO()
+    assert cmd_test(str(copy), out) == 0, "\n".join(x for x in out.getvalue().splitlines() if not x.startswith("通过"))
+    assert "ELDERLY-ANTIHISTAMINE-1" in out.getvalue() or "75 岁用氯苯那敏" in out.getvalue()
