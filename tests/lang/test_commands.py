@@ -85,3 +85,17 @@ def test_parser_raises_only_rulebase_errors_on_arbitrary_text(parts: list[str]) 
         parse_text(" ".join(parts), "fuzz.rules")
     except RulebaseError as err:
         assert err.diagnostics and all(d.file == "fuzz.rules" and d.line >= 1 for d in err.diagnostics)
+
+
+def test_a_disagreement_between_network_and_interpreter_fails_the_case(
+        write: Write, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from audit_engine.lang import commands
+
+    write("t.rules", rule("PREG", "当 患者.妊娠") + '测试 "妊娠" { 患者 妊娠 药品 布洛芬 200 mg tid 期望 触发 PREG }\n')
+    monkeypatch.setattr(commands, "_network", lambda rb: ((lambda facts: []), None))
+    assert main(["test", "t.rules"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "失败 t.rules:2 妊娠"
+    assert out[1].strip() == "规则网络与解释器结果不一致：网络 无，解释器 PREG(5)"
+    assert out[2].strip() == "期望触发 PREG，但未触发"
+    assert out[-1] == "0 passed, 1 failed"
