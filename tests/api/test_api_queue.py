@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 from conftest import World, load_fixture
 
@@ -114,3 +115,32 @@ def test_webhook_subscriptions_can_be_created_listed_and_deleted(world: World) -
     assert w.client.delete(f"/api/v1/subscriptions/{listed[0]['id']}", headers=w.his()).status_code == 204
     bad = w.client.post("/api/v1/subscriptions", json={"url": "ftp://x"}, headers=w.his())
     assert bad.status_code == 422 and bad.json()["issue"][0]["expression"] == ["url"]
+
+
+def test_a_decision_reaches_the_subscribed_his_signed_with_its_secret(world: World) -> None:
+    from audit_engine import webhooks
+    from audit_engine.store.db import make_engine
+    from audit_engine.worker import tick
+
+    w = world
+    sub = w.client.post("/api/v1/subscriptions", json={"url": "https://his.example.cn/cb"}, headers=w.his()).json()
+    rid = submit_recheck(w)
+    task = w.client.post("/api/v1/queue/claim", headers=w.user("pharmacist")).json()
+    w.client.post(f"/api/v1/tasks/{task['id']}/decision", json={"decision": "reject", "reason": "出血风险"},
+                  headers=w.user("pharmacist"))
+    sent: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def sender(url: str, body: bytes, headers: dict[str, str]) -> int:
+        sent.append((url, body, headers))
+        return 200
+
+    db = make_engine(w.url)
+    tick(db, sender=sender)
+    tick(db, sender=sender)  # delivered once, not again
+    db.dispose()
+    assert len(sent) == 1
+    url, body, headers = sent[0]
+    assert url == "https://his.example.cn/cb"
+    assert webhooks.verify_signature(sub["secret"], body, headers[webhooks.SIGNATURE_HEADER])
+    payload = json.loads(body)
+    assert payload["review_id"] == rid and payload["decision"] == "reject"
