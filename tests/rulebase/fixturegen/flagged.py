@@ -321,4 +321,8 @@ FLAGGED: list[Scenario] = [
              birth="", weight=12.0, conditions=(("R50.9", "发热"),),
              meds=(Med("对乙酰氨基酚", "N02BE01", 120, "mg", 3, days=2, prn=True, key="paracetamol"),),
              expect=_e(["FORM-PAEDIATRIC-AGE"], [], "explain")),
+    Scenario("form_frequency_missing", "处方未写用药频次", "内科",
+             birth="1971-04-24", conditions=(("I10", "原发性高血压"),),
+             meds=(Med("氨氯地平", "C08CA01", 5, "mg", None, days=7, key="amlodipine"),),
+             expect=_e(["SYS-FREQUENCY-UNPARSEABLE"], [0])),
 ]
