@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 from conftest import World, load_fixture
 
@@ -116,3 +117,41 @@ def test_an_engine_failure_answers_by_the_fail_closed_policy_not_a_500(world: Wo
     assert body["verdict"] == "recheck"
     assert body["engine_failed"] is True and body["fail_mode"] == "closed"
     assert "Traceback" not in r.text
+
+
+def test_health_is_503_until_the_service_is_ready_and_when_the_rulebase_fails(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.config import Settings
+    from api.main import create_app
+    from audit_engine.store.db import upgrade_schema
+
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    upgrade_schema(url)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "bad.rules").write_text("规则 {", encoding="utf-8")
+    app = create_app(Settings(database_url=url, rulebase_path=str(broken), rulebase_store_dir=str(tmp_path / "rb")))
+    not_started = TestClient(app)  # no lifespan: nothing loaded yet
+    assert not_started.get("/health").status_code == 503
+    with TestClient(app) as client:
+        r = client.get("/health")
+        assert r.status_code == 503 and r.json()["status"] == "error" and "bad.rules" in r.json()["error"]
+
+
+def test_an_engine_failure_under_a_fail_open_policy_passes_and_says_so(world: World) -> None:
+    import sqlalchemy as sa
+
+    from audit_engine.policy import Policy, set_policy
+    from audit_engine.store.db import make_engine, session_scope
+    from audit_engine.store.models import Institution
+
+    db = make_engine(world.url)
+    with session_scope(db) as s:
+        inst = s.scalar(sa.select(Institution.id).where(Institution.code == "TOWN01"))
+        set_policy(s, institution_id=inst, policy=Policy(fail_mode="open"))
+    db.dispose()
+    world.engine.fail = True
+    r = world.client.post("/api/v1/reviews", json=load_fixture(SIMVA_CLARI), headers=world.his())
+    assert r.status_code == 201
+    assert r.json()["verdict"] == "pass" and r.json()["engine_failed"] is True and r.json()["fail_mode"] == "open"
