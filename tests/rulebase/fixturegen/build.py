@@ -311,6 +311,8 @@ def write(scenarios: list[Scenario], folder: Path, *, serial_base: int, with_exp
                 "expected_implicated": implicated,
                 "minimum_verdict": expect.pop("minimum_verdict", "explain"),
                 "minimum_level": expect.pop("minimum_level", 3),
+                # CDS order-sign prefetch carries no Organization: post as an institution of this level
+                "institution": {"code": ORG_CODES[s.level], "level": s.level},
                 **expect,
             }
             (folder / f"{s.name}.expect.json").write_text(
