@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from audit_engine.errors import AuditEngineError
+from audit_engine.schema import INSTITUTION_LEVELS
 
 # JSON everywhere; JSONB on PostgreSQL so statistics can index into it.
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -31,6 +32,11 @@ JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 def new_id() -> str:
     """A fresh public id: 32 lowercase hex characters."""
     return uuid.uuid4().hex
+
+
+def _one_of(column: str, name: str, values: tuple[str, ...]) -> sa.CheckConstraint:
+    """A CHECK that ``column`` holds one of ``values`` (closed vocabularies stay closed in SQL too)."""
+    return sa.CheckConstraint(f"{column} IN ({', '.join(repr(v) for v in values)})", name=name)
 
 
 class Base(DeclarativeBase):
@@ -42,6 +48,7 @@ class Institution(Base):
     """A member institution of the alliance; ``is_centre`` marks the lead county hospital."""
 
     __tablename__ = "institutions"
+    __table_args__ = (_one_of("level", "ck_institution_level", INSTITUTION_LEVELS),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(sa.String(64), unique=True)
@@ -57,6 +64,11 @@ class Policy(Base):
     """Verdict policy of one institution (absent row = the defaults of ``policy.Policy``)."""
 
     __tablename__ = "policies"
+    __table_args__ = (
+        _one_of("fail_mode", "ck_policy_fail_mode", ("open", "closed")),
+        _one_of("timeout_action", "ck_policy_timeout_action", ("pass", "escalate")),
+        sa.CheckConstraint("explain_at <= recheck_at AND recheck_at <= block_at", name="ck_policy_thresholds"),
+    )
 
     institution_id: Mapped[int] = mapped_column(sa.ForeignKey("institutions.id"), primary_key=True)
     explain_at: Mapped[int]
@@ -102,6 +114,7 @@ class User(Base):
     """A pharmacist, quality manager or rule administrator."""
 
     __tablename__ = "users"
+    __table_args__ = (_one_of("role", "ck_user_role", ("pharmacist", "quality", "admin")),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(sa.String(64), unique=True)
@@ -160,7 +173,10 @@ class Review(Base):
     """One system review of one prescription, with the policy that decided its verdict."""
 
     __tablename__ = "reviews"
-    __table_args__ = (sa.Index("ix_reviews_institution_created", "institution_id", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_reviews_institution_created", "institution_id", "created_at"),
+        _one_of("verdict", "ck_review_verdict", ("pass", "explain", "recheck", "block")),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)
     prescription_id: Mapped[str] = mapped_column(sa.ForeignKey("prescriptions.id"), index=True)
@@ -226,6 +242,13 @@ class Task(Base):
     __table_args__ = (
         sa.Index("ix_tasks_queue", "status", "institution_id"),
         sa.Index("ix_tasks_deadline", "status", "deadline_at"),
+        # The state machine lives in audit_engine.queue; the database refuses any other status.
+        _one_of(
+            "status",
+            "ck_task_status",
+            ("pending", "claimed", "returned", "escalated", "approved", "rejected", "modified",
+             "double_signed", "timeout_passed", "abandoned"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)
@@ -304,7 +327,10 @@ class WebhookSubscription(Base):
 
 class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (sa.Index("ix_deliveries_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+        _one_of("status", "ck_delivery_status", ("pending", "delivered", "failed")),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)
     subscription_id: Mapped[int] = mapped_column(sa.ForeignKey("webhook_subscriptions.id"))

@@ -88,3 +88,22 @@ def test_a_read_scope_does_not_wait_for_a_writer_on_sqlite(tmp_path) -> None:
                 assert reader.execute(sa.text("SELECT last_id FROM audit_head")).scalar_one() == 0
     finally:
         eng.dispose()
+
+
+def test_the_database_refuses_a_task_status_outside_the_state_machine(engine: sa.Engine) -> None:
+    import pytest
+
+    from audit_engine.store.testing import FakePipeline, build_world, medication_bundle
+
+    world = build_world(engine)
+    from audit_engine.store import reviews
+    from audit_engine.store.db import session_scope
+
+    with session_scope(engine) as s:
+        rec = reviews.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-CK", levels=(6,)),
+                                    kind="bundle", engine=None, review_fn=FakePipeline())
+    assert rec.task is not None
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(sa.text("UPDATE tasks SET status = 'aproved' WHERE id = :id"), {"id": rec.task.id})
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(sa.text("UPDATE institutions SET level = '省级医院' WHERE code = 'M1'"))

@@ -54,6 +54,9 @@ def upgrade() -> None:
         sa.Column("is_centre", sa.Boolean(), nullable=False),
         sa.Column("centre_id", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.CheckConstraint(
+            "level IN ('县级医院', '乡镇卫生院', '社区卫生服务中心', '村卫生室')", name="ck_institution_level"
+        ),
         sa.ForeignKeyConstraint(
             ["centre_id"],
             ["institutions.id"],
@@ -115,6 +118,11 @@ def upgrade() -> None:
         sa.Column("timeout_action", sa.String(length=16), nullable=False),
         sa.Column("answer_hours", sa.Integer(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.CheckConstraint("fail_mode IN ('open', 'closed')", name="ck_policy_fail_mode"),
+        sa.CheckConstraint("timeout_action IN ('pass', 'escalate')", name="ck_policy_timeout_action"),
+        sa.CheckConstraint(
+            "explain_at <= recheck_at AND recheck_at <= block_at", name="ck_policy_thresholds"
+        ),
         sa.ForeignKeyConstraint(
             ["institution_id"],
             ["institutions.id"],
@@ -149,6 +157,7 @@ def upgrade() -> None:
         sa.Column("institution_id", sa.Integer(), nullable=True),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.CheckConstraint("role IN ('pharmacist', 'quality', 'admin')", name="ck_user_role"),
         sa.ForeignKeyConstraint(
             ["institution_id"],
             ["institutions.id"],
@@ -217,6 +226,7 @@ def upgrade() -> None:
         sa.Column("timings_ms", JSON_T, nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("decided_at", sa.DateTime(), nullable=True),
+        sa.CheckConstraint("verdict IN ('pass', 'explain', 'recheck', 'block')", name="ck_review_verdict"),
         sa.ForeignKeyConstraint(
             ["institution_id"],
             ["institutions.id"],
@@ -313,6 +323,10 @@ def upgrade() -> None:
         sa.Column("next_review_id", sa.String(length=32), nullable=True),
         sa.Column("closed_at", sa.DateTime(), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
+        sa.CheckConstraint(
+            "status IN ('pending', 'claimed', 'returned', 'escalated', 'approved', 'rejected', 'modified', 'double_signed', 'timeout_passed', 'abandoned')",
+            name="ck_task_status",
+        ),
         sa.ForeignKeyConstraint(
             ["institution_id"],
             ["institutions.id"],
@@ -344,6 +358,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("delivered_at", sa.DateTime(), nullable=True),
+        sa.CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="ck_delivery_status"),
         sa.ForeignKeyConstraint(
             ["review_id"],
             ["reviews.id"],
