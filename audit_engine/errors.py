@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` occupies: CJK wide and full-width characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
 
 
 class AuditEngineError(Exception):
@@ -27,8 +33,13 @@ class Diagnostic:
             head += f" ({self.hint})"
         if not self.source_line:
             return head
-        width = max(1, (self.end_col or self.col + 1) - self.col)
-        caret = " " * (self.col - 1) + "^" * width
+        # Columns count characters; the caret is placed by display width so that it stays
+        # under the problem when the line holds Chinese (double-width) characters.
+        start = self.col - 1
+        end = max(self.col, self.end_col or self.col + 1) - 1
+        lead = display_width(self.source_line[:start].expandtabs(1))
+        width = max(1, display_width(self.source_line[start:end]))
+        caret = " " * lead + "^" * width
         return f"{head}\n    {self.source_line}\n    {caret}"
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit_engine.errors import Diagnostic
+from audit_engine.errors import Diagnostic, display_width
 from audit_engine.lang import nodes as n
 from audit_engine.lang.checker import Checker
 from audit_engine.lang.parser import parse_text
@@ -21,7 +21,7 @@ def test_unknown_field_suggests_closest_name(errors: Errors) -> None:
     assert errors(rule("R1", "当 患者.体种 > 3 kg")) == [
         'main.rules:1:45: 未知字段“患者.体种” (是否应为“患者.体重”？)\n'
         '    规则 R1 "R1 标题" { 类别 适宜性.测试 等级 5 依据 "测试依据"  当 患者.体种 > 3 kg 提示 "触发" }\n'
-        '                                                ^^^^^']
+        '    ' + ' ' * 64 + '^' * 9]  # the caret follows display width: a CJK character takes two columns
 
 
 def test_unknown_entity_suggests_closest_entity(errors: Errors) -> None:
@@ -130,7 +130,7 @@ def test_bad_placeholders_are_reported(errors: Errors) -> None:
 
 def test_override_of_a_missing_rule_suggests_an_existing_one(errors: Errors) -> None:
     (msg,) = errors(rule("DAYS-7", "当 患者.妊娠") + "覆盖 DAYS-8 { 停用 }\n")
-    assert msg == "main.rules:2:4: 覆盖的规则 DAYS-8 不存在 (是否应为“DAYS-7”？)\n    覆盖 DAYS-8 { 停用 }\n       ^^^^^^"
+    assert msg == "main.rules:2:4: 覆盖的规则 DAYS-8 不存在 (是否应为“DAYS-7”？)\n    覆盖 DAYS-8 { 停用 }\n          ^^^^^^"
 
 
 def test_scope_values_and_dates_are_checked(errors: Errors) -> None:
@@ -148,7 +148,10 @@ CSV = "成分甲,成分乙,等级,机制\n辛伐他汀,克拉霉素,8,CYP3A4\n"
 def test_unknown_table_and_column_suggest_names(errors: Errors) -> None:
     msgs = errors(TABLE + rule("R1", "对每对 甲, 乙 满足 相互作用x[甲.成分, 乙.成分] 存在 且 相互作用[甲.成分, 乙.成分].机理 = \"x\""),
                   **{"tables__ddi.csv": CSV})
-    assert msgs[1].splitlines()[2] == " " * 81 + "^" * 19
+    source, caret = msgs[1].splitlines()[1:3]
+    bad = "相互作用[甲.成分, 乙.成分].机理"
+    # the caret sits under the bad column by display width (a CJK character takes two columns)
+    assert caret == " " * display_width(source[: source.index(bad)]) + "^" * display_width(bad)
     assert [m.splitlines()[0] for m in msgs] == [
         "main.rules:2:55: 未知的表“相互作用x” (是否应为“相互作用”？)",
         "main.rules:2:78: 表“相互作用”没有列“机理” (是否应为“机制”？)"]
@@ -166,12 +169,12 @@ def test_table_placeholder_needs_a_rule_level_lookup(errors: Errors) -> None:
 
 def test_csv_problems_report_the_csv_line(errors: Errors) -> None:
     msgs = errors(TABLE + rule("R1", "当 患者.妊娠"), **{"tables__ddi.csv": CSV + "华法林,阿司匹林,高,出血\n"})
-    assert msgs == ["tables/ddi.csv:3:10: 列“等级”：“高”不是数字\n    华法林,阿司匹林,高,出血\n             ^"]
+    assert msgs == ["tables/ddi.csv:3:10: 列“等级”：“高”不是数字\n    华法林,阿司匹林,高,出血\n                    ^^"]
 
 
 def test_csv_missing_declared_column_suggests_a_header(errors: Errors) -> None:
     (msg,) = errors(TABLE.replace("机制 文本", "机理 文本") + rule("R1", "当 患者.妊娠"), **{"tables__ddi.csv": CSV})
-    assert msg == "tables/ddi.csv:1:1: 表头缺少声明的列“机理” (是否应为“机制”？)\n    成分甲,成分乙,等级,机制\n    ^"
+    assert msg == "tables/ddi.csv:1:1: 表头缺少声明的列“机理” (是否应为“机制”？)\n    成分甲,成分乙,等级,机制\n    ^^"
 
 
 def test_missing_csv_file_points_at_the_declaration(errors: Errors) -> None:

@@ -169,14 +169,14 @@ def test_syntax_error_shows_location_caret_and_expected_words() -> None:
     assert render_error('规则 R1 "t" { 类别 适宜性.x 等级 }') == (
         'bad.rules:1:25: 语法错误：此处不应出现“}” (应为 “按表”、整数)\n'
         '    规则 R1 "t" { 类别 适宜性.x 等级 }\n'
-        '                            ^')
+        '    ' + ' ' * 33 + '^')
 
 
 def test_syntax_error_on_a_later_line_quotes_that_line() -> None:
     assert render_error('规则 R1 "t" {\n  当 患者.年龄 > > 3\n}') == (
         'bad.rules:2:13: 语法错误：此处不应出现“>” (应为 “假”、“否”、“是”、“真”、“计数”、名称、带引号的文字、数字)\n'
         '      当 患者.年龄 > > 3\n'
-        '                ^')
+        '    ' + ' ' * 17 + '^')
 
 
 def test_unfinished_file_is_reported_with_chinese_keywords_expected() -> None:
