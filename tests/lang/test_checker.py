@@ -130,7 +130,7 @@ def test_bad_placeholders_are_reported(errors: Errors) -> None:
 
 def test_override_of_a_missing_rule_suggests_an_existing_one(errors: Errors) -> None:
     (msg,) = errors(rule("DAYS-7", "当 患者.妊娠") + "覆盖 DAYS-8 { 停用 }\n")
-    assert msg == "main.rules:2:4: 覆盖的规则 DAYS-8 不存在 (是否应为“DAYS-7”？)\n    覆盖 DAYS-8 { 停用 }\n          ^^^^^^"
+    assert msg == "main.rules:2:4: 覆盖的规则 DAYS-8 不存在 (是否应为“DAYS-7”？)\n    覆盖 DAYS-8 { 停用 }\n         ^^^^^^"
 
 
 def test_scope_values_and_dates_are_checked(errors: Errors) -> None:
