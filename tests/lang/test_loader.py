@@ -33,7 +33,7 @@ def test_import_cycle_is_reported_with_the_chain(errors: Errors) -> None:
     (msg,) = errors('导入 "a.rules"\n', **{"a.rules": '导入 "main.rules"\n'})
     assert msg == ("a.rules:1:4: 循环导入：main.rules → a.rules → main.rules\n"
                    '    导入 "main.rules"\n'
-                   "          ^^^^^^^^^^^^")
+                   "         ^^^^^^^^^^^^")
 
 
 def test_missing_import_suggests_a_file_next_to_it(errors: Errors) -> None:
