@@ -46,7 +46,7 @@ from types import MappingProxyType
 from typing import Any
 
 from audit_engine.lang import nodes as n
-from audit_engine.network import alpha
+from audit_engine.network import alpha, host
 from audit_engine.network.alpha import All, Any_, Formula, Leaf, Lowering
 from audit_engine.network.ir import (
     ITEM_TYPE,
@@ -334,7 +334,7 @@ def _pack(outs: list[_RuleOut], capacity: int, *, by_key: bool) -> list[_ShardBu
 
 def _emit(name: str, b: _ShardBuild) -> Shard:
     definition: dict[str, Any] = {
-        "__open": {"all": [{"m": {"t": "open"}}]},
+        host.SENTINEL_RULE: {"all": [{"m": {"t": host.SENTINEL_TYPE}}]},
     }
     # Catch-alls: every fact type matches an alpha node (so assert_facts never stops early)
     # yet never fires (it waits for a fact type nobody asserts), costing no action.
@@ -359,6 +359,11 @@ def _emit(name: str, b: _ShardBuild) -> Shard:
                 definition[bname] = {"all": [{"m": _typed(RX_TYPE, br.get("rx", []))}]}
             elif o.kind == "item":
                 definition[bname] = {"all": [{"m": _typed(ITEM_TYPE, br.get("a", []))}]}
+            elif "p" in br and not br.get("a") and not br.get("b"):
+                # Nothing to test on either item: the pair fact alone (one per ordered pair
+                # of distinct items) is the match; joining it back to two items costs only.
+                needs_pairs = True
+                definition[bname] = {"all": [{"p": _typed(PAIR_TYPE, br["p"])}]}
             else:
                 facts: list[dict[str, Any]] = [{"a": _typed(ITEM_TYPE, br.get("a", []))},
                                                {"b": _typed(ITEM_TYPE, br.get("b", []))}]

@@ -36,6 +36,7 @@ from audit_engine.errors import AuditEngineError
 
 SENTINEL_TYPE = "open"
 SENTINEL_RULE = "__open"
+_SENTINEL_ACTION = '{"' + SENTINEL_RULE + '"'
 
 _sids = itertools.count(1)
 _sid_lock = threading.Lock()
@@ -95,12 +96,11 @@ def run_session(ruleset: RulesetHandle, sid: str, facts: list[dict[str, Any]]) -
         state = result[1]
         action = _core.start_action_for_state(handle, state)
         if action:
-            fired.append(json.loads(action[1]))
-            while True:
-                nxt = _core.complete_and_start_action(handle, state)
-                if not nxt:
-                    break
-                fired.append(json.loads(nxt))
+            raw: str | None = action[1]
+            while raw:
+                if not raw.startswith(_SENTINEL_ACTION):  # the sentinel's firing carries nothing
+                    fired.append(json.loads(raw))
+                raw = _core.complete_and_start_action(handle, state)
     finally:
         _core.delete_state(handle, sid)
     return fired

@@ -177,7 +177,10 @@ class Network:
                     if br.kind == "item":
                         m.items.add((br.rule, binding["m"]["idx"]))
                     elif br.kind == "pair":
-                        m.pairs.add((br.rule, binding["a"]["idx"], binding["b"]["idx"]))
+                        if "p" in binding and "a" not in binding:
+                            m.pairs.add((br.rule, binding["p"]["ia"], binding["p"]["ib"]))
+                        else:
+                            m.pairs.add((br.rule, binding["a"]["idx"], binding["b"]["idx"]))
                     else:
                         m.rx.add(br.rule)
         return m
