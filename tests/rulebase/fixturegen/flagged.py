@@ -325,4 +325,8 @@ FLAGGED: list[Scenario] = [
              birth="1971-04-24", conditions=(("I10", "原发性高血压"),),
              meds=(Med("氨氯地平", "C08CA01", 5, "mg", None, days=7, key="amlodipine"),),
              expect=_e(["SYS-FREQUENCY-UNPARSEABLE"], [0])),
+    Scenario("elderly_diazepam_anxiety", "78岁焦虑失眠开具地西泮（老年人长效苯二氮䓬类）", "神经内科",
+             sex="female", birth="1948-06-06", conditions=(("F41.9", "焦虑障碍"),),
+             meds=(Med("地西泮", "N05BA01", 2.5, "mg", 2, days=5, key="diazepam"),),
+             expect=_e(["ELDERLY-LONG-ACTING-BZD"], [0], "explain")),
 ]
