@@ -109,12 +109,39 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
         workers = 1
     supervisor = WorkerSupervisor(settings.database_url)
     supervisor.start()
+    log_level = os.environ.get("AUDIT_LOG_LEVEL", "info")
     try:
-        uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers,
-                    log_level=os.environ.get("AUDIT_LOG_LEVEL", "info"), access_log=False)
+        if workers > 1:
+            _run_processes(host, port, workers, log_level)
+        else:
+            uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_level=log_level,
+                        access_log=False)
     finally:
         supervisor.stop()
     return 0
+
+
+def _run_processes(host: str, port: int, workers: int, log_level: str) -> None:
+    """N uvicorn processes on one listening socket, restarted by uvicorn's supervisor if they die.
+
+    The socket is bound here, as TCP explicitly: uvicorn binds it with protocol 0, the
+    children then never get TCP_NODELAY from asyncio, and every response waits ~40 ms for
+    a delayed ACK (measured: /health 44 ms with 2 processes, 1 ms with one).
+    """
+    import socket
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config("api.main:create_app", factory=True, host=host, port=port, workers=workers,
+                            log_level=log_level, access_log=False)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    print(f"serving on http://{host}:{port} with {workers} processes", file=sys.stderr, flush=True)
+    Multiprocess(config, sockets=[sock]).run()
 
 
 def cmd_institution_add(code: str, name: str, *, level: str) -> int:
