@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit_engine.engine import Engine  # noqa: E402
-from audit_engine.lang import interpreter  # noqa: E402
-from audit_engine.lang import nodes as n  # noqa: E402
-from audit_engine.lang.compiler import compile_rulebase  # noqa: E402
-from tests.engine import builders as b  # noqa: E402
+from audit_engine.engine import Engine
+from audit_engine.lang import interpreter
+from audit_engine.lang import nodes as n
+from audit_engine.lang.compiler import compile_rulebase
+from tests.engine import builders as b
 
 r = b.ref
 POPS = ("成人", "儿童", "老年", "婴儿", "青少年")

@@ -344,6 +344,9 @@ def _emit(name: str, b: _ShardBuild) -> Shard:
     derived: list[DerivedField] = []
     props: dict[str, SourceKey] = {}
     needs_rx = needs_pairs = False
+    # Pair facts are asserted only when one of these pair-derived fields is true, if every
+    # branch that reads a pair fact requires one of them (else None: always asserted).
+    pair_gate: set[str] | None = set()
     for o in b.rules:
         derived.extend(o.derived)
         for p in o.props:
@@ -353,6 +356,10 @@ def _emit(name: str, b: _ShardBuild) -> Shard:
                 props[f"{'rx' if p.role == 'rx' else 'it'}:{p.prop}"] = src
         for bi, br in enumerate(o.branches):
             bname = f"r{o.index}_{bi}"
+            if "p" in br and pair_gate is not None:
+                required = [next(iter(t)) for t in br["p"] if len(t) == 1 and next(iter(t.values())) is True
+                            and any(d.name == next(iter(t)) and d.on == "pair" for d in o.derived)]
+                pair_gate = pair_gate | {required[0]} if required else None
             branches.append(Branch(bname, o.index, o.kind))  # type: ignore[arg-type]
             if o.kind == "rx":
                 needs_rx = True
@@ -385,6 +392,7 @@ def _emit(name: str, b: _ShardBuild) -> Shard:
         needs_rx=needs_rx,
         needs_pairs=needs_pairs,
         items_by_key=b.by_key,
+        pair_gate=tuple(sorted(pair_gate)) if pair_gate else (),
     )
 
 

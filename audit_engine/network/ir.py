@@ -81,6 +81,9 @@ class Shard:
     needs_rx: bool
     needs_pairs: bool
     items_by_key: bool = False  # only item rules, all keyed: send only items holding a key
+    # Every branch reading a pair fact requires one of these pair-derived fields to be
+    # true: a pair fact with all of them false cannot match and is not asserted.
+    pair_gate: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,7 @@ class CompiledRulebase:
                     "needs_rx": s.needs_rx,
                     "needs_pairs": s.needs_pairs,
                     "items_by_key": s.items_by_key,
+                    "pair_gate": list(s.pair_gate),
                     "definition": json.loads(s.definition),
                 }
                 for s in self.shards

@@ -162,12 +162,15 @@ class Network:
                     f[d.name] = derive.holds(ev, d, {})
                 batch.append(f)
             if sr.shard.needs_pairs:
+                gate = sr.shard.pair_gate
                 for i, a in enumerate(items):
                     for j, b in enumerate(items):
                         if i != j:
                             f = {"sid": sid, "t": PAIR_TYPE, "ia": i, "ib": j}
                             for d in sr.pair_derived:
                                 f[d.name] = derive.holds(ev, d, {d.binds[0]: a, d.binds[1]: b})
+                            if gate and not any(f[g] for g in gate):
+                                continue  # no branch can match this pair
                             batch.append(f)
             for action in host.run_session(sr.handle, sid, batch):
                 for name, binding in action.items():

@@ -37,7 +37,7 @@ def drug_code_rules(count: int) -> list[n.Rule]:
 def test_prescriptions_that_match_no_rule_leave_the_process_alive() -> None:
     # Each session opens with the sentinel, so deleting a session whose facts matched
     # nothing never reaches the core's SIGSEGV; hundreds in a row, in this very process.
-    engine, rb = engine_for([
+    engine, _ = engine_for([
         *drug_code_rules(20),
         b.rule("NEVER", b.for_each(b.and_(b.cmp(">", r("药品", "days"), b.num(1000)), b.not_(b.cmp(">", r("药品", "days"), b.num(0)))))),
         b.rule("OLD", b.when(b.cmp(">", r("patient", "age"), b.num(150, "岁")))),
