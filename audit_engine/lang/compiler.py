@@ -23,7 +23,9 @@ binds one fact to two aliases, so a and b are distinct items; only *equality* jo
 used because non-equality joins (``$neq``/``$lt`` against another fact) crash the core
 (SIGSEGV, jruizgit/rules #381; reproduced in tests/engine). Disjunctions that span roles
 are split into several branches (DNF, at most ``MAX_BRANCHES``; beyond that the whole
-condition becomes one pair-derived field).
+condition becomes one pair-derived field). A branch with nothing to test on either item
+matches the pair fact alone, and a shard whose pair branches all require some pair-derived
+field to be true is only sent the pair facts where one is (``Shard.pair_gate``).
 
 Sharding and routing
 --------------------
@@ -31,9 +33,17 @@ A rule whose condition requires, as a top-level conjunct, that its (first) item 
 contains a constant on an identity field (药品编码 / 名称 / ATC / 成分 / 类别) gets routing
 keys like ``ingredients:阿莫西林``. Keyed rules are packed into shards grouped by key; the
 rest go to general shards. A prescription visits the shards of its items' keys plus the
-general ones, so rules that cannot match cost nothing. Each shard holds at most
-``MAX_SHARD_BRANCHES`` branches (so no node has 512+ children and no fact matches 64+
-branches) and at most ``MAX_PROPS`` properties per fact (the core's limit is 253).
+general ones, so rules that cannot match cost nothing; a keyed shard of item rules is sent
+only the items that hold one of its keys. Keyed shards hold at most ``MAX_KEYED_BRANCHES``
+branches (a session's cost grows with its ruleset's size), general ones at most
+``MAX_SHARD_BRANCHES`` (so no node has 512+ children and no fact matches 64+ branches),
+and every fact at most ``MAX_PROPS`` properties (the core's limit is 253).
+
+Sessions (``audit_engine.network.host``): one per shard visited per evaluation, opened by
+a sentinel fact that the no-op rule ``__open`` matches (deleting a session whose facts
+matched nothing kills the process — the catch-alls below do not prevent that, the sentinel
+does), with one catch-all per fact type that never fires but keeps ``assert_facts`` from
+stopping at an unmatched fact, and deleted afterwards.
 """
 
 from __future__ import annotations
