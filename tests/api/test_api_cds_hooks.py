@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import World, load_fixture
+from apiworld import World, load_fixture
 
 SERVICE = "/cds-services/county-prescription-review"
 DATA = Path(__file__).parent / "data"

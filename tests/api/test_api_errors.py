@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import World, load_fixture
+from apiworld import World, load_fixture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

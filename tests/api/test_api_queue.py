@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
-from conftest import World, load_fixture
+from apiworld import World, load_fixture
 
 WARFARIN_ASPIRIN = "flagged/interaction_warfarin_aspirin.json"
 

@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import World, load_fixture
+from apiworld import World, load_fixture
 
 SIMVA_CLARI = "flagged/interaction_simvastatin_clarithromycin.json"
 WARFARIN_ASPIRIN = "flagged/interaction_warfarin_aspirin.json"

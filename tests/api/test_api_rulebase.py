@@ -6,7 +6,7 @@ import io
 import zipfile
 from typing import Any
 
-from conftest import SAMPLE_RULEBASE, World, load_fixture
+from apiworld import SAMPLE_RULEBASE, World, load_fixture
 
 
 def renumbered(fixture: str, suffix: str) -> dict[str, Any]:

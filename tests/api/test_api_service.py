@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import World, load_fixture
+from apiworld import World, load_fixture
 from dbutil import fresh_database
 from fastapi.testclient import TestClient
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from conftest import Deployment, Server, free_port
+from svcutil import Deployment, Server, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = json.loads((ROOT / "fixtures/fhir/flagged/interaction_warfarin_aspirin.json").read_text(encoding="utf-8"))

@@ -11,7 +11,7 @@ from datetime import timedelta
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import Deployment, Server, free_port
+from svcutil import Deployment, Server, free_port
 from test_service_crash import numbered
 
 

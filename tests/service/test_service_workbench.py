@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Deployment, Server, deploy, free_port
 from dbutil import fresh_database
+from svcutil import Deployment, Server, deploy, free_port
 from test_service_crash import numbered
 
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
