@@ -18,7 +18,15 @@ from audit_engine.errors import Diagnostic
 from audit_engine.findings import CATEGORIES
 from audit_engine.lang import nodes as n
 from audit_engine.lang.render import first_lookups, top_level_only
-from audit_engine.lang.tables import Quantity, TableData, hint_for, source_line
+from audit_engine.lang.tables import (
+    Feeds,
+    Quantity,
+    TableData,
+    check_cells,
+    hint_for,
+    judge_level,
+    source_line,
+)
 
 SINGLE_ENTITIES = ("patient", "prescription", "prescriber", "institution")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -86,6 +94,10 @@ class Checker:
         self.data = data
         self.vocab = vocabulary
         self.diags = diagnostics
+        # Gathered while rules are checked, used by check_table_cells: what each lookup passes
+        # for each key column ((table, column) -> feeds), and the columns 按表 reads as levels.
+        self._feeds: dict[tuple[str, str], Feeds] = {}
+        self._level_columns: dict[tuple[str, str], None] = {}
 
     # ------------------------------------------------------------------ reporting
     def error(self, span: n.Span, message: str, hint: str | None = None) -> None:
@@ -144,15 +156,7 @@ class Checker:
         if level.default is not None and not 0 <= level.default <= 9:
             self.error(level.span, f"默认等级 {level.default} 超出范围 0–9")
         if self._table_column(level.table, level.column, lookups, level.span) is not None:
-            data = self.data.get(level.table)
-            if data is not None:
-                for row in data.rows:
-                    v = row.get(level.column)
-                    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 9):
-                        line = row["_line"]
-                        self.diags.append(Diagnostic(_shown(data.path), line, 1,
-                                                     f"列“{level.column}”用作等级，但值“{v}”不是 0–9 的整数",
-                                                     source_line(data.path, line)))
+            self._level_columns[(level.table, level.column)] = None
         return level
 
     def _table_column(self, table: str, column: str, lookups: dict[str, n.Lookup], span: n.Span) -> T | None:
@@ -384,10 +388,26 @@ class Checker:
             names = "、".join(k.name for k in decl.keys)
             self.error(lk.span, f"表“{lk.table}”有 {len(decl.keys)} 个键（{names}），这里给了 {len(keys)} 个")
             return out, False
-        for k, kt in zip(lk.keys, types, strict=True):
+        for kc, k, kt in zip(decl.keys, keys, types, strict=True):
             if kt.kind not in ("text", "textset", "enum", "any"):
                 self.error(k.span, f"查表的键应为文字或文本集，这里是{_KIND_ZH[kt.kind]}")
+            self._feeds.setdefault((decl.name, kc.name), Feeds()).add(k, kt.fld)
         return out, True
+
+    # ------------------------------------------------------------------ table cells
+    def check_table_cells(self) -> None:
+        """Check the loaded tables against what the rules read from them, once per column:
+        a key column holds values of the fields fed into it (ingredient, class and drug names
+        from the dictionary, enum values, ICD-10 codes); a ``按表`` column holds levels 0–9."""
+        for (table, column), feeds in self._feeds.items():
+            data = self.data.get(table)
+            domain = feeds.domain(self.vocab)
+            if data is not None and domain is not None:
+                self.diags.extend(check_cells(data, column, domain.judge))
+        for table, column in self._level_columns:
+            data = self.data.get(table)
+            if data is not None:
+                self.diags.extend(check_cells(data, column, judge_level))
 
     # ------------------------------------------------------------------ type rules
     def compatible(self, op: str, lt: T, rt: T, left: n.Expr, right: n.Expr, span: n.Span) -> None:
@@ -496,15 +516,6 @@ def _describe(t: T, e: n.Expr) -> str:
     if isinstance(e, n.Count):
         return f"“计数 {e.var}”"
     return "右边" if t.literal else "这一项"
-
-
-def _shown(path: str) -> str:
-    from pathlib import Path
-
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return path
 
 
 __all__ = ["Checker", "Quantity", "T", "Vocabulary", "first_lookups"]

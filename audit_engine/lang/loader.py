@@ -136,6 +136,9 @@ def load_rulebase(path: str | Path, *, vocabulary: Vocabulary | None = None) -> 
             if target is not None:
                 rules[ov.rule_id] = _apply(target, ov, disabled)
 
+    # table cells, now that every lookup has told the checker what it reads from each column
+    checker.check_table_cells()
+
     # test cases
     tests: list[n.TestCase] = []
     from audit_engine.lang import testcases

@@ -2,23 +2,32 @@
 
 A lookup never becomes a network node: the interpreter and the compiled network both call
 ``TableData.lookup`` on the host, so 50,000 rows cost one dict probe, not 50,000 nodes.
+
+Cells are checked here in two steps. Loading checks what the declaration alone says: value
+types and units, and that a ``来源`` column, when the CSV has one, is filled on every row.
+What a *key* column holds is only known from the rules that look the table up (``T[甲.成分]``
+feeds ingredient names), so the checker gathers that per column and calls ``check_cells``
+once per column with a ``Domain`` (see ``checker.Checker.check_table_cells``).
 """
 
 from __future__ import annotations
 
 import csv
 import difflib
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from audit_engine import units
+from audit_engine import schema, units
 from audit_engine.errors import Diagnostic
 from audit_engine.lang import nodes as n
 
 _TRUE = {"是", "true", "True", "TRUE", "1", "Y", "y", "yes"}
 _FALSE = {"否", "false", "False", "FALSE", "0", "N", "n", "no"}
+SOURCE_COLUMN = "来源"  # knowledge without a citation cannot be reviewed by a pharmacist
+ICD10 = re.compile(r"^[A-Z]\d{2}(\.[0-9A-Za-z]{1,10})?$")  # J45, N18.4, E11.900x001
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +59,11 @@ class TableData:
     _index: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
     _wild: tuple[int, ...] = field(default=(), repr=False)
     _index_col: int = -1
+    header: tuple[str, ...] = ()  # the CSV's column names, to place a caret under a cell
 
     @classmethod
-    def build(cls, decl: n.TableDecl, path: str, rows: list[dict[str, Any]]) -> TableData:
+    def build(cls, decl: n.TableDecl, path: str, rows: list[dict[str, Any]],
+              header: Sequence[str] = ()) -> TableData:
         """Index rows on the first exact key column so a lookup probes a dict, not a scan."""
         col = next((i for i, k in enumerate(decl.keys) if k.match == "exact"), -1)
         index: dict[str, list[int]] = {}
@@ -65,7 +76,8 @@ class TableData:
                     wild.append(i)
                 else:
                     index.setdefault(cell, []).append(i)
-        return cls(decl, path, tuple(rows), {k: tuple(v) for k, v in index.items()}, tuple(wild), col)
+        return cls(decl, path, tuple(rows), {k: tuple(v) for k, v in index.items()}, tuple(wild), col,
+                   tuple(header))
 
     def _candidates(self, keys: Sequence[Any]) -> list[int]:
         if self._index_col < 0:
@@ -167,8 +179,138 @@ def load_table(decl: n.TableDecl, base_dir: Path, diagnostics: list[Diagnostic])
                                               f"列“{vc.name}”：{problem}", src))
                 continue
             row[vc.name] = value
+        if SOURCE_COLUMN in pos and not cell(SOURCE_COLUMN):
+            src = lines[line_no - 1] if line_no - 1 < len(lines) else ""
+            diagnostics.append(Diagnostic(shown, line_no, _col_of(src, pos[SOURCE_COLUMN]),
+                                          f"列“{SOURCE_COLUMN}”为空：每行知识都须注明出处", src))
         rows.append(row)
-    return TableData.build(decl, str(path), rows)
+    return TableData.build(decl, str(path), rows, header)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The values a key column may hold, learned from the lookups that feed it.
+
+    ``sets``: named value sets (``("成分", names)``) of the fields passed as this key;
+    ``icd``: a diagnosis code is passed, so a cell must look like an ICD-10 code or prefix;
+    ``literals``: keys written as text in a rule (``肾功能[药品.成分, "禁用"]``), accepted too.
+    A column fed only by literals must hold one of them: any other row is never read.
+    """
+
+    sets: tuple[tuple[str, frozenset[str]], ...] = ()
+    icd: bool = False
+    literals: tuple[str, ...] = ()
+    dictionary_only: bool = False  # every named set comes from the drug dictionary
+
+    def admits(self, value: str) -> bool:
+        return (value in self.literals or any(value in known for _, known in self.sets)
+                or (self.icd and ICD10.match(value) is not None))
+
+    def judge(self, value: Any) -> tuple[str, str | None] | None:
+        """None when ``value`` is admitted, else the problem and a "did you mean" hint."""
+        text = str(value)
+        if self.admits(text):
+            return None
+        labels = [label for label, _ in self.sets] + (["ICD-10 编码或前缀（如 J45、N18.4）"] if self.icd else [])
+        choices = {v for _, known in self.sets for v in known} | set(self.literals)
+        hint = hint_for(text, choices)
+        if not labels:
+            return f"：“{text}”不是规则查询此列时用的值（{' / '.join(self.literals)}）", hint
+        said = labels[0] if len(labels) == 1 else "、".join(labels[:-1]) + "或" + labels[-1]
+        if self.dictionary_only:
+            return f"：药品字典中没有{said}“{text}”", hint
+        return f"：“{text}”不是{said}", hint
+
+
+class Names(Protocol):
+    """The dictionary's names (``checker.Vocabulary``); ``open`` when there is no dictionary."""
+
+    @property
+    def ingredients(self) -> frozenset[str]: ...
+    @property
+    def classes(self) -> frozenset[str]: ...
+    @property
+    def drugs(self) -> frozenset[str]: ...
+    @property
+    def open(self) -> bool: ...
+
+
+_DIAGNOSIS_CODES = {("patient", "diagnosis_codes"), ("diagnosis", "code")}
+
+
+@dataclass
+class Feeds:
+    """What the lookups of a rulebase pass for one key column: fields and literal texts."""
+
+    fields: dict[tuple[str, str], schema.Field] = field(default_factory=dict)
+    literals: dict[str, None] = field(default_factory=dict)
+    unknown: bool = False  # something with no known set of values (free text, a column, …)
+
+    def add(self, key: n.Expr, fld: schema.Field | None) -> None:
+        """Record one key expression of a checked lookup; ``fld`` is the field it reads."""
+        if isinstance(key, n.Text | n.Symbol):
+            self.literals[key.value] = None
+        elif isinstance(key, n.FieldRef) and fld is not None:
+            self.fields[(fld.entity, fld.name)] = fld
+        else:
+            self.unknown = True
+
+    def domain(self, vocab: Names) -> Domain | None:
+        """The values the column may hold, or None when that cannot be known."""
+        if self.unknown:
+            return None
+        sets: dict[str, frozenset[str]] = {}
+        icd = False
+        from_dictionary = True
+        for (entity, name), fld in self.fields.items():
+            if (entity, name) in _DIAGNOSIS_CODES:
+                icd, from_dictionary = True, False
+            elif fld.type == "enum":
+                sets[f"{schema.ENTITIES[entity]}{fld.zh}"] = frozenset(fld.values)
+                from_dictionary = False
+            elif vocab.open:
+                return None
+            elif (entity, name) == ("item", "ingredients"):
+                sets["成分"] = vocab.ingredients
+            elif (entity, name) == ("item", "classes"):
+                sets["药物类别"] = vocab.classes
+            elif (entity, name) == ("item", "name"):
+                sets["药品名称"] = vocab.drugs
+            elif (entity, name) == ("patient", "allergies"):
+                sets["成分"], sets["药物类别"] = vocab.ingredients, vocab.classes
+            else:
+                return None
+        return Domain(tuple(sets.items()), icd, tuple(self.literals), from_dictionary and bool(sets))
+
+
+def judge_level(value: Any) -> tuple[str, str | None] | None:
+    """A column read by ``等级 按表`` must hold integers 0–9."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9:
+        return None
+    shown = value.text if isinstance(value, Quantity) else value
+    return f"用作等级，但值“{shown}”不是 0–9 的整数", None
+
+
+def check_cells(data: TableData, column: str,
+                judge: Callable[[Any], tuple[str, str | None] | None]) -> list[Diagnostic]:
+    """A diagnostic at the CSV cell for every non-empty cell of ``column`` that ``judge`` rejects.
+
+    ``judge`` returns None for a good value, else the message's tail after 列“…” and a hint."""
+    index = data.header.index(column) if column in data.header else 0
+    shown = _shown(Path(data.path))
+    out: list[Diagnostic] = []
+    for row in data.rows:
+        value = row.get(column)
+        if value is None:
+            continue
+        verdict = judge(value)
+        if verdict is None:
+            continue
+        line = row["_line"]
+        src = source_line(data.path, line)
+        col, end = _cell_span(src, index)
+        out.append(Diagnostic(shown, line, col, f"列“{column}”{verdict[0]}", src, verdict[1], end))
+    return out
 
 
 def _convert(vc: n.ValueColumn, raw: str, row_unit: str | None) -> tuple[Any, str | None]:
@@ -214,6 +356,14 @@ def _col_of(line: str, index: int) -> int:
             break
         col = nxt + 2
     return col
+
+
+def _cell_span(line: str, index: int) -> tuple[int, int | None]:
+    """1-based start and end column of CSV field ``index`` on ``line`` (None: empty cell)."""
+    col = _col_of(line, index)
+    end = line.find(",", col - 1)
+    end = len(line) + 1 if end < 0 else end + 1
+    return col, end if end > col else None
 
 
 def _at(span: n.Span, message: str, hint: str | None = None) -> Diagnostic:

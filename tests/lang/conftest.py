@@ -16,9 +16,9 @@ from audit_engine.schema import PrescriptionFacts
 
 # A small, fixed vocabulary so checker tests do not depend on the shipped dictionary's contents.
 VOCAB = Vocabulary(
-    ingredients=frozenset({"辛伐他汀", "氨氯地平", "克拉霉素", "布洛芬", "华法林", "阿司匹林", "阿莫西林"}),
+    ingredients=frozenset({"辛伐他汀", "氨氯地平", "克拉霉素", "布洛芬", "华法林", "阿司匹林", "阿莫西林", "胰岛素"}),
     classes=frozenset({"他汀类", "非甾体抗炎药", "抗菌药物", "青霉素类", "抗凝药", "钙通道阻滞剂"}),
-    drugs=frozenset({"辛伐他汀", "氨氯地平", "克拉霉素", "布洛芬", "华法林", "阿司匹林", "阿莫西林"}),
+    drugs=frozenset({"辛伐他汀", "氨氯地平", "克拉霉素", "布洛芬", "华法林", "阿司匹林", "阿莫西林", "胰岛素"}),
 )
 
 RULE_HEAD = '类别 适宜性.测试 等级 5 依据 "测试依据"'

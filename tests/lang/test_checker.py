@@ -186,7 +186,7 @@ def test_table_level_column_values_must_be_levels(errors: Errors) -> None:
     msgs = errors(TABLE + '规则 R1 "t" { 类别 适宜性.x 等级 按表 相互作用.等级 依据 "e" '
                   '对每对 甲, 乙 满足 相互作用[甲.成分, 乙.成分] 存在 提示 "m" }',
                   **{"tables__ddi.csv": CSV + "华法林,阿司匹林,12,出血\n"})
-    assert [m.splitlines()[0] for m in msgs] == ["tables/ddi.csv:3:1: 列“等级”用作等级，但值“12”不是 0–9 的整数"]
+    assert [m.splitlines()[0] for m in msgs] == ["tables/ddi.csv:3:10: 列“等级”用作等级，但值“12”不是 0–9 的整数"]
 
 
 def test_all_errors_are_reported_together(errors: Errors) -> None:
