@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from api.deps import PrincipalDep, RuntimeDep, SecretDep, SessionDep
 from api.errors import FHIR_JSON, ApiError, read_json_raw
@@ -160,4 +161,30 @@ async def read_review(
         record = await run_in_threadpool(load)
     if _wants_fhir(request, format_):
         return JSONResponse(_fhir_body(record), media_type=FHIR_JSON)
+    return JSONResponse(review_json(record))
+
+
+class ExplanationIn(BaseModel):
+    """The doctor's reason for an ``explain`` verdict (the native twin of a CDS override)."""
+
+    reason: str = Field(min_length=1, max_length=2000, description="医师说明的理由")
+    rule_id: str | None = Field(default=None, description="针对的规则（缺省为全部）")
+
+    model_config = {"json_schema_extra": {"examples": [{"reason": "患者既往使用耐受，已告知风险"}]}}
+
+
+@router.post("/reviews/{review_id}/explanation", summary="医师对“需说明理由”的处方给出理由（记为 overridden 反馈）")
+def explain(review_id: str, body: ExplanationIn, session: SessionDep, principal: PrincipalDep) -> JSONResponse:
+    from audit_engine.store.reviews import get_review, record_feedback
+
+    if not body.reason.strip():
+        raise ApiError(422, "理由不能为空", code="required", expression="reason")
+    try:
+        record_feedback(session, review_id=review_id, principal=principal, outcome="overridden",
+                        rule_id=body.rule_id, reason=body.reason.strip())
+        record = get_review(session, review_id=review_id, principal=principal)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
     return JSONResponse(review_json(record))

@@ -155,3 +155,18 @@ def test_an_engine_failure_under_a_fail_open_policy_passes_and_says_so(world: Wo
     r = world.client.post("/api/v1/reviews", json=load_fixture(SIMVA_CLARI), headers=world.his())
     assert r.status_code == 201
     assert r.json()["verdict"] == "pass" and r.json()["engine_failed"] is True and r.json()["fail_mode"] == "open"
+
+
+def test_the_doctor_explains_an_explain_verdict_through_the_native_api(world: World) -> None:
+    w = world
+    r = w.client.post("/api/v1/reviews", json=load_fixture("flagged/interaction_clopidogrel_omeprazole.json"),
+                      headers=w.his())
+    assert r.json()["verdict"] == "explain" and r.json()["outcome"] == "awaiting_reason"
+    empty = w.client.post(f"/api/v1/reviews/{r.json()['id']}/explanation", json={"reason": ""}, headers=w.his())
+    assert empty.status_code == 422 and empty.json()["issue"][0]["expression"] == ["reason"]
+    ok = w.client.post(f"/api/v1/reviews/{r.json()['id']}/explanation", json={"reason": "已换用泮托拉唑评估"},
+                       headers=w.his())
+    assert ok.status_code == 200 and ok.json()["outcome"] == "explained"
+    other = w.client.post(f"/api/v1/reviews/{r.json()['id']}/explanation", json={"reason": "x"},
+                          headers=w.his(w.other_member_key))
+    assert other.status_code == 404
