@@ -1,11 +1,17 @@
 """The append-only audit log: who did what, when, to which record, hash-chained.
 
-Entry ``n`` stores ``hash = sha256(prev_hash + canonical JSON of the entry)`` where
-``prev_hash`` is entry ``n-1``'s hash (64 zeros for the first). Ids are gapless (1, 2, 3 …),
-so a deleted row shows as a gap, an edited row as a hash mismatch, and a truncated tail as
-a head mismatch. Appends lock the single ``audit_head`` row (``FOR UPDATE`` on
-PostgreSQL; SQLite write transactions are already serial), so concurrent writers can never
-fork the chain. Callers append late in their transaction to hold that lock briefly.
+Sealed entry number ``n`` (``chain_seq``) stores ``hash = sha256(prev_hash + canonical JSON
+of the entry)``, where ``prev_hash`` is entry ``n-1``'s hash (64 zeros for the first). The
+sequence is gapless, so a deleted row shows as a gap, an edited row as a hash mismatch and
+a truncated tail as a head mismatch; database triggers refuse edits and deletes outright.
+
+Writing and sealing are separate steps. The transaction that does something writes its
+entry (content only) without waiting for anyone; ``seal`` then chains unsealed entries in
+the order they became visible, under the lock of the single ``audit_head`` row. On SQLite
+(one writer at a time anyway) every append seals at once. On PostgreSQL the worker seals
+every pass, so concurrent reviews never queue behind one lock held through their commits;
+an entry is tamper-evident from its sealing (normally within a second), and
+tamper-proof against everything short of dropping the triggers from the moment it is written.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -67,6 +73,7 @@ class ChainReport:
     checked: int
     bad_id: int | None = None
     problem: str | None = None
+    unsealed: int = 0
 
     @property
     def location(self) -> str | None:
@@ -78,30 +85,20 @@ def canonical(entry: dict[str, Any]) -> str:
     return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def _content(
-    *,
-    id: int,
-    at: datetime,
-    actor_kind: str,
-    actor_id: str | None,
-    actor_name: str | None,
-    institution_id: int | None,
-    action: str,
-    object_type: str,
-    object_id: str,
-    detail: dict[str, Any],
-) -> dict[str, Any]:
+def _content(row: Any) -> dict[str, Any]:
+    """What is hashed: every content column, exactly as the database returns it."""
     return {
-        "id": id,
-        "at": at.isoformat(timespec="microseconds"),
-        "actor_kind": actor_kind,
-        "actor_id": actor_id,
-        "actor_name": actor_name,
-        "institution_id": institution_id,
-        "action": action,
-        "object_type": object_type,
-        "object_id": object_id,
-        "detail": detail,
+        "id": row.id,
+        "seq": row.chain_seq,
+        "at": row.at.isoformat(timespec="microseconds"),
+        "actor_kind": row.actor_kind,
+        "actor_id": row.actor_id,
+        "actor_name": row.actor_name,
+        "institution_id": row.institution_id,
+        "action": row.action,
+        "object_type": row.object_type,
+        "object_id": row.object_id,
+        "detail": row.detail,
     }
 
 
@@ -123,14 +120,18 @@ class NewEntry:
 
 
 # Built once: appends run on every write of the service.
-_LOCK_HEAD = sa.select(AuditHead.last_id, AuditHead.last_hash).where(AuditHead.id == 1).with_for_update()
 _ENTRY_TABLE: sa.Table = AuditEntry.__table__  # type: ignore[assignment]
 _HEAD_TABLE: sa.Table = AuditHead.__table__  # type: ignore[assignment]
 _INSERT_ENTRY = _ENTRY_TABLE.insert()
+_SEAL_ROW = (
+    sa.update(_ENTRY_TABLE)
+    .where(_ENTRY_TABLE.c.id == sa.bindparam("row_id"), _ENTRY_TABLE.c.chain_seq.is_(None))
+    .values(chain_seq=sa.bindparam("seq"), prev_hash=sa.bindparam("prev"), hash=sa.bindparam("digest"))
+)
 _MOVE_HEAD = (
     sa.update(_HEAD_TABLE)
     .where(_HEAD_TABLE.c.id == 1)
-    .values(last_id=sa.bindparam("new_id"), last_hash=sa.bindparam("new_hash"))
+    .values(last_seq=sa.bindparam("new_seq"), last_hash=sa.bindparam("new_hash"))
 )
 
 
@@ -144,99 +145,106 @@ def append(
     institution_id: int | None = None,
     detail: dict[str, Any] | None = None,
     at: datetime | None = None,
-) -> int:
-    """Append one entry to the chain inside the caller's transaction; returns its id."""
-    return append_many(s, [NewEntry(actor, action, object_type, object_id, institution_id, detail, at)])[0]
+) -> None:
+    """Write one entry inside the caller's transaction (committed with it, or not at all)."""
+    append_many(s, [NewEntry(actor, action, object_type, object_id, institution_id, detail, at)])
 
 
-def append_many(s: Session, entries: list[NewEntry]) -> list[int]:
-    """Append entries in order with one lock of the head and one INSERT; returns their ids."""
+def append_many(s: Session, entries: list[NewEntry]) -> None:
+    """Write entries in order with one INSERT; on SQLite they are sealed at once."""
     if not entries:
-        return []
-    head = s.execute(_LOCK_HEAD).one()
-    last_id, last_hash = int(head.last_id), str(head.last_hash)
-    rows: list[dict[str, Any]] = []
-    for e in entries:
-        when = e.at or utcnow()
-        content = _content(
-            id=last_id + 1,
-            at=when,
-            actor_kind=e.actor.kind,
-            actor_id=e.actor.id,
-            actor_name=e.actor.name,
-            institution_id=e.institution_id if e.institution_id is not None else e.actor.institution_id,
-            action=e.action,
-            object_type=e.object_type,
-            object_id=e.object_id,
-            # normalised through JSON so that what is hashed is exactly what the database returns
-            detail=json.loads(canonical(e.detail or {})),
-        )
-        digest = entry_hash(last_hash, content)
-        rows.append(
-            {
-                "id": content["id"],
-                "at": when,
-                "actor_kind": e.actor.kind,
-                "actor_id": e.actor.id,
-                "actor_name": e.actor.name,
-                "institution_id": content["institution_id"],
-                "action": e.action,
-                "object_type": e.object_type,
-                "object_id": e.object_id,
-                "detail": content["detail"],
-                "prev_hash": last_hash,
-                "hash": digest,
-            }
-        )
-        last_id, last_hash = content["id"], digest
+        return
+    rows = [
+        {
+            "at": e.at or utcnow(),
+            "actor_kind": e.actor.kind,
+            "actor_id": e.actor.id,
+            "actor_name": e.actor.name,
+            "institution_id": e.institution_id if e.institution_id is not None else e.actor.institution_id,
+            "action": e.action,
+            "object_type": e.object_type,
+            "object_id": e.object_id,
+            # normalised through JSON: what is hashed later is exactly what the database returns
+            "detail": json.loads(canonical(e.detail or {})),
+        }
+        for e in entries
+    ]
     s.execute(_INSERT_ENTRY, rows)
-    s.execute(_MOVE_HEAD, {"new_id": last_id, "new_hash": last_hash})
-    return [r["id"] for r in rows]
+    if s.get_bind().dialect.name == "sqlite":
+        seal(s)
+
+
+def seal(s: Session, *, limit: int = 5000) -> int:
+    """Chain every committed-and-visible unsealed entry, oldest id first; returns how many.
+
+    Only one sealer works at a time: on PostgreSQL a second one finds the head row locked
+    and returns 0 at once (SKIP LOCKED) instead of waiting.
+    """
+    head = s.execute(
+        sa.select(_HEAD_TABLE.c.last_seq, _HEAD_TABLE.c.last_hash)
+        .where(_HEAD_TABLE.c.id == 1)
+        .with_for_update(skip_locked=True)
+    ).first()
+    if head is None:
+        return 0
+    pending = s.execute(
+        sa.select(_ENTRY_TABLE)
+        .where(_ENTRY_TABLE.c.chain_seq.is_(None))
+        .order_by(_ENTRY_TABLE.c.id)
+        .limit(limit)
+    ).all()
+    if not pending:
+        return 0
+    seq, last = int(head.last_seq), str(head.last_hash)
+    updates: list[dict[str, Any]] = []
+    for row in pending:
+        seq += 1
+        content = _content(row) | {"seq": seq}
+        digest = entry_hash(last, content)
+        updates.append({"row_id": row.id, "seq": seq, "prev": last, "digest": digest})
+        last = digest
+    result = cast("sa.CursorResult[Any]", s.execute(_SEAL_ROW, updates))
+    if result.rowcount not in (-1, len(updates)):  # someone sealed concurrently: impossible under the head lock
+        raise RuntimeError("audit chain: concurrent sealing detected")
+    s.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": last})
+    return len(updates)
 
 
 def verify_chain(s: Session, *, batch: int = 2000) -> ChainReport:
-    """Walk the whole chain; report the first row that was edited, removed or reordered."""
-    prev_hash, expected_id, checked = GENESIS_HASH, 1, 0
-    last_seen = 0
+    """Walk the sealed chain; report the first row that was edited, removed or reordered.
+
+    Entries not yet sealed are counted (``unsealed``), not judged: they become verifiable
+    when the worker seals them.
+    """
+    prev_hash, expected, checked = GENESIS_HASH, 1, 0
+    table = _ENTRY_TABLE
     while True:
         # Core rows, not ORM objects: nothing lands in the caller's identity map.
-        table = AuditEntry.__table__
         rows = s.execute(
-            sa.select(table).where(table.c.id > last_seen).order_by(table.c.id).limit(batch)
+            sa.select(table)
+            .where(table.c.chain_seq >= expected)
+            .order_by(table.c.chain_seq)
+            .limit(batch)
         ).all()
         if not rows:
             break
         for row in rows:
-            if row.id != expected_id:
+            if row.chain_seq != expected:
                 return ChainReport(
-                    False, checked, expected_id, f"audit_log/{expected_id}: 记录缺失（下一条为 {row.id}）"
+                    False, checked, row.id, f"audit_log/{row.id}: 链序号 {expected} 缺失（记录被删除）"
                 )
             if row.prev_hash != prev_hash:
                 return ChainReport(False, checked, row.id, f"audit_log/{row.id}: prev_hash 与上一条不符")
-            content = _content(
-                id=row.id,
-                at=row.at,
-                actor_kind=row.actor_kind,
-                actor_id=row.actor_id,
-                actor_name=row.actor_name,
-                institution_id=row.institution_id,
-                action=row.action,
-                object_type=row.object_type,
-                object_id=row.object_id,
-                detail=row.detail,
-            )
-            if entry_hash(prev_hash, content) != row.hash:
-                return ChainReport(
-                    False, checked, row.id, f"audit_log/{row.id}: 内容与哈希不符（记录被篡改）"
-                )
-            prev_hash, expected_id, checked = row.hash, row.id + 1, checked + 1
-        last_seen = rows[-1].id
-    head = s.execute(sa.select(AuditHead.last_id, AuditHead.last_hash).where(AuditHead.id == 1)).one()
-    if head.last_id != checked or head.last_hash != prev_hash:
+            if entry_hash(prev_hash, _content(row)) != row.hash:
+                return ChainReport(False, checked, row.id, f"audit_log/{row.id}: 内容与哈希不符（记录被篡改）")
+            prev_hash, expected, checked = row.hash, expected + 1, checked + 1
+    unsealed = int(s.scalar(sa.select(sa.func.count()).select_from(table).where(table.c.chain_seq.is_(None))) or 0)
+    head = s.execute(sa.select(_HEAD_TABLE.c.last_seq, _HEAD_TABLE.c.last_hash).where(_HEAD_TABLE.c.id == 1)).one()
+    if head.last_seq != checked or head.last_hash != prev_hash:
         return ChainReport(
-            False, checked, checked + 1, f"audit_log/{checked + 1}: 链尾被截断（头指向 {head.last_id}）"
+            False, checked, None, f"audit_log: 链尾被截断（头指向第 {head.last_seq} 条，实存 {checked} 条）", unsealed
         )
-    return ChainReport(True, checked)
+    return ChainReport(True, checked, unsealed=unsealed)
 
 
 def history(s: Session, *, object_ids: Iterable[str]) -> list[HistoryEntry]:

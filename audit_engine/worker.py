@@ -16,7 +16,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from audit_engine import queue, webhooks
+from audit_engine import audit_log, queue, webhooks
 from audit_engine.store.db import make_engine, session_scope, utcnow
 
 log = logging.getLogger("audit_engine.worker")
@@ -29,12 +29,14 @@ class TickReport:
     released: int
     timeouts: int
     deliveries: webhooks.DeliveryReport
+    sealed: int = 0
 
 
 def tick(
     engine: sa.Engine, *, now: datetime | None = None, sender: webhooks.Sender | None = None
 ) -> TickReport:
-    """One pass: release expired leases, fire due timeouts, send due webhooks (each step its own transaction)."""
+    """One pass: release expired leases, fire due timeouts, send due webhooks, seal the audit
+    chain (each step its own transaction)."""
     at = now or utcnow()
     with session_scope(engine) as s:
         released = queue.release_expired_leases(s, now=at)
@@ -42,7 +44,9 @@ def tick(
         timeouts = queue.apply_timeouts(s, now=at)
     with session_scope(engine) as s:
         report = webhooks.deliver_due(s, now=at, sender=sender or webhooks.httpx_sender())
-    return TickReport(released, timeouts, report)
+    with session_scope(engine) as s:  # last, so this pass's own entries are chained too
+        sealed = audit_log.seal(s)
+    return TickReport(released, timeouts, report, sealed)
 
 
 def run_worker(
@@ -60,7 +64,7 @@ def run_worker(
         while not stop_event.is_set():
             try:
                 report = tick(engine, sender=send)
-                if report.released or report.timeouts or report.deliveries.attempted:
+                if report.released or report.timeouts or report.deliveries.attempted or report.sealed:
                     log.info("worker: %s", report)
             except Exception:  # keep the loop alive; the next pass retries from the database state
                 log.exception("worker pass failed")

@@ -284,12 +284,26 @@ class Task(Base):
 
 # --------------------------------------------------------------------------- audit log
 class AuditEntry(Base):
-    """One append-only, hash-chained audit record (see ``audit_engine.audit_log``)."""
+    """One append-only, hash-chained audit record (see ``audit_engine.audit_log``).
+
+    A row is written with its content in the transaction that did the thing; it is
+    *sealed* into the chain (``chain_seq``, ``prev_hash``, ``hash``) right away on SQLite
+    and by the worker on PostgreSQL. The database refuses any change of content, any change
+    of a sealed row and any delete.
+    """
 
     __tablename__ = "audit_log"
-    __table_args__ = (sa.Index("ix_audit_object", "object_type", "object_id"),)
+    __table_args__ = (
+        sa.Index("ix_audit_object", "object_type", "object_id"),
+        sa.Index(
+            "ix_audit_unsealed",
+            "id",
+            postgresql_where=sa.text("chain_seq IS NULL"),
+            sqlite_where=sa.text("chain_seq IS NULL"),
+        ),
+    )
 
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)  # gapless 1, 2, 3 ...
+    id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime]
     actor_kind: Mapped[str] = mapped_column(sa.String(16))  # institution | user | system
     actor_id: Mapped[str | None] = mapped_column(sa.String(64), default=None)
@@ -299,17 +313,19 @@ class AuditEntry(Base):
     object_type: Mapped[str] = mapped_column(sa.String(24))
     object_id: Mapped[str] = mapped_column(sa.String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    prev_hash: Mapped[str] = mapped_column(sa.String(64))
-    hash: Mapped[str] = mapped_column(sa.String(64))
+    # Position in the chain (gapless 1, 2, 3 … in sealing order) and the links; NULL until sealed.
+    chain_seq: Mapped[int | None] = mapped_column(unique=True, default=None)
+    prev_hash: Mapped[str | None] = mapped_column(sa.String(64), default=None)
+    hash: Mapped[str | None] = mapped_column(sa.String(64), default=None)
 
 
 class AuditHead(Base):
-    """The single row holding the chain's tip; locking it serialises appends."""
+    """The single row holding the chain's tip; the sealer locks it."""
 
     __tablename__ = "audit_head"
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)  # always 1
-    last_id: Mapped[int]
+    last_seq: Mapped[int]
     last_hash: Mapped[str] = mapped_column(sa.String(64))
 
 

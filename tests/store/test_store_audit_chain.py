@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import sqlalchemy as sa
 
@@ -16,6 +18,8 @@ def fill(engine: sa.Engine, n: int) -> None:
                 s, actor=audit_log.SYSTEM, action="test.event", object_type="review", object_id=f"r{i}",
                 detail={"n": i, "text": "药师审核"},
             )
+    with session_scope(engine) as s:  # what the worker does on PostgreSQL (SQLite sealed already)
+        audit_log.seal(s)
 
 
 def drop_guard(engine: sa.Engine, what: str) -> None:
@@ -79,7 +83,7 @@ def test_deleting_a_row_shows_as_a_gap(engine) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM audit_log WHERE id = 3"))
     report = verify(engine)
-    assert not report.ok and report.bad_id == 3
+    assert not report.ok and report.bad_id == 4 and "3" in (report.problem or "")
 
 
 def test_truncating_the_tail_shows_at_the_head(engine) -> None:
@@ -88,7 +92,7 @@ def test_truncating_the_tail_shows_at_the_head(engine) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM audit_log WHERE id = 5"))
     report = verify(engine)
-    assert not report.ok and report.bad_id == 5
+    assert not report.ok and report.checked == 4 and "截断" in (report.problem or "")
 
 
 def test_rewriting_a_row_and_its_hash_breaks_the_next_link(engine) -> None:
@@ -96,14 +100,32 @@ def test_rewriting_a_row_and_its_hash_breaks_the_next_link(engine) -> None:
     drop_guard(engine, "update")
     with session_scope(engine) as s:
         row = s.execute(sa.select(audit_log.AuditEntry.__table__).where(audit_log.AuditEntry.id == 2)).one()
-        content = dict(row._mapping)
-        content["actor_name"] = "mallory"
-        forged = audit_log.entry_hash(
-            content["prev_hash"],
-            {k: (v.isoformat(timespec="microseconds") if k == "at" else v) for k, v in content.items()
-             if k not in ("prev_hash", "hash")},
-        )
+        forged_row = SimpleNamespace(**{**row._mapping, "actor_name": "mallory"})
+        forged = audit_log.entry_hash(row.prev_hash, audit_log._content(forged_row))
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE audit_log SET actor_name = 'mallory', hash = :h WHERE id = 2"), {"h": forged})
     report = verify(engine)
     assert not report.ok and report.bad_id == 3
+
+
+def test_sealing_is_idempotent_and_every_entry_ends_sealed(engine) -> None:
+    fill(engine, 3)
+    with session_scope(engine) as s:
+        assert audit_log.seal(s) == 0
+        report = audit_log.verify_chain(s)
+    assert report.ok and report.checked == 3 and report.unsealed == 0
+
+
+def test_unsealed_entries_are_counted_not_judged(engine) -> None:
+    with session_scope(engine) as s:
+        audit_log.append(s, actor=audit_log.SYSTEM, action="test.event", object_type="review", object_id="x")
+    report = verify(engine)
+    expected_unsealed = 0 if engine.dialect.name == "sqlite" else 1
+    assert report.ok and report.unsealed == expected_unsealed and report.checked == 1 - expected_unsealed
+
+
+def test_an_unsealed_entry_cannot_be_edited_either(engine) -> None:
+    with session_scope(engine) as s:
+        audit_log.append(s, actor=audit_log.SYSTEM, action="test.event", object_type="review", object_id="x")
+    with pytest.raises(sa.exc.DatabaseError, match="immutable"), engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE audit_log SET object_id = 'y'")

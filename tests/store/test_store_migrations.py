@@ -23,7 +23,7 @@ def test_upgrading_twice_is_harmless_and_reaches_head(db_url: str) -> None:
     try:
         with eng.connect() as conn:
             assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
-            assert conn.execute(sa.text("SELECT last_id FROM audit_head")).scalar_one() == 0
+            assert conn.execute(sa.text("SELECT last_seq FROM audit_head")).scalar_one() == 0
     finally:
         eng.dispose()
 
@@ -83,9 +83,9 @@ def test_a_read_scope_does_not_wait_for_a_writer_on_sqlite(tmp_path) -> None:
     eng = make_engine(url, connect_args={"timeout": 0.0, "check_same_thread": False})  # fail fast instead of waiting
     try:
         with session_scope(eng) as writer:
-            writer.execute(sa.text("UPDATE audit_head SET last_id = last_id"))  # holds the write lock
+            writer.execute(sa.text("UPDATE audit_head SET last_seq = last_seq"))  # holds the write lock
             with read_scope(eng) as reader:
-                assert reader.execute(sa.text("SELECT last_id FROM audit_head")).scalar_one() == 0
+                assert reader.execute(sa.text("SELECT last_seq FROM audit_head")).scalar_one() == 0
     finally:
         eng.dispose()
 

@@ -24,13 +24,13 @@ def upgrade() -> None:
     op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column("last_id", sa.Integer(), nullable=False),
+        sa.Column("last_seq", sa.Integer(), nullable=False),
         sa.Column("last_hash", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
         "audit_log",
-        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("at", sa.DateTime(), nullable=False),
         sa.Column("actor_kind", sa.String(length=16), nullable=False),
         sa.Column("actor_id", sa.String(length=64), nullable=True),
@@ -40,11 +40,21 @@ def upgrade() -> None:
         sa.Column("object_type", sa.String(length=24), nullable=False),
         sa.Column("object_id", sa.String(length=64), nullable=False),
         sa.Column("detail", JSON_T, nullable=False),
-        sa.Column("prev_hash", sa.String(length=64), nullable=False),
-        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("chain_seq", sa.Integer(), nullable=True),
+        sa.Column("prev_hash", sa.String(length=64), nullable=True),
+        sa.Column("hash", sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("chain_seq"),
     )
     op.create_index("ix_audit_object", "audit_log", ["object_type", "object_id"], unique=False)
+    op.create_index(
+        "ix_audit_unsealed",
+        "audit_log",
+        ["id"],
+        unique=False,
+        postgresql_where=sa.text("chain_seq IS NULL"),
+        sqlite_where=sa.text("chain_seq IS NULL"),
+    )
     op.create_table(
         "institutions",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -375,7 +385,7 @@ def upgrade() -> None:
     )
 
     op.execute(
-        sa.text("INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, 0, :h)").bindparams(
+        sa.text("INSERT INTO audit_head (id, last_seq, last_hash) VALUES (1, 0, :h)").bindparams(
             h=GENESIS_HASH
         )
     )
@@ -411,44 +421,72 @@ def downgrade() -> None:
     op.drop_table("api_keys")
     op.drop_table("rulebase_versions")
     op.drop_table("institutions")
+    op.drop_index(
+        "ix_audit_unsealed",
+        table_name="audit_log",
+        postgresql_where=sa.text("chain_seq IS NULL"),
+        sqlite_where=sa.text("chain_seq IS NULL"),
+    )
     op.drop_index("ix_audit_object", table_name="audit_log")
     op.drop_table("audit_log")
     op.drop_table("audit_head")
 
 
-# Prescriptions are stored as received and never updated; the audit log is append-only.
-# The ORM refuses such updates too, but these triggers also stop raw SQL.
-_GUARDED = (("prescriptions", ("UPDATE",)), ("audit_log", ("UPDATE", "DELETE")), ("audit_head", ("DELETE",)))
+# Prescriptions are stored as received and never updated; the audit log is append-only:
+# its content never changes, a sealed row never changes, nothing is deleted. The ORM
+# refuses such updates too, but these triggers also stop raw SQL.
+_CONTENT = (
+    "id",
+    "at",
+    "actor_kind",
+    "actor_id",
+    "actor_name",
+    "institution_id",
+    "action",
+    "object_type",
+    "object_id",
+    "detail",
+)
+
+
+def _audit_update_refused(dialect: str) -> str:
+    differs = "IS DISTINCT FROM" if dialect == "postgresql" else "IS NOT"
+    changed = " OR ".join(f"NEW.{c} {differs} OLD.{c}" for c in _CONTENT)
+    return f"OLD.chain_seq IS NOT NULL OR {changed}"
+
+
+_GUARDED: tuple[tuple[str, str, str | None], ...] = (
+    ("prescriptions", "UPDATE", None),
+    ("audit_log", "UPDATE", "audit"),
+    ("audit_log", "DELETE", None),
+    ("audit_head", "DELETE", None),
+)
 
 
 def _create_guards() -> None:
-    bind = op.get_bind()
-    for table, ops in _GUARDED:
-        for what in ops:
-            name = f"{table}_no_{what.lower()}"
-            if bind.dialect.name == "postgresql":
-                op.execute(
-                    f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                    f"RAISE EXCEPTION '{table} rows are immutable ({what} refused)'; END $$"
-                )
-                op.execute(
-                    f"CREATE TRIGGER {name} BEFORE {what} ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()"
-                )
-            else:
-                op.execute(
-                    f"CREATE TRIGGER {name} BEFORE {what} ON {table} "
-                    f"BEGIN SELECT RAISE(ABORT, '{table} rows are immutable ({what} refused)'); END"
-                )
+    dialect = op.get_bind().dialect.name
+    for table, what, condition in _GUARDED:
+        name = f"{table}_no_{what.lower()}"
+        when = f" WHEN ({_audit_update_refused(dialect)})" if condition else ""
+        if dialect == "postgresql":
+            op.execute(
+                f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"RAISE EXCEPTION '{table} rows are immutable ({what} refused)'; END $$"
+            )
+            op.execute(
+                f"CREATE TRIGGER {name} BEFORE {what} ON {table} FOR EACH ROW{when} EXECUTE FUNCTION {name}()"
+            )
+        else:
+            op.execute(
+                f"CREATE TRIGGER {name} BEFORE {what} ON {table} FOR EACH ROW{when} "
+                f"BEGIN SELECT RAISE(ABORT, '{table} rows are immutable ({what} refused)'); END"
+            )
 
 
 def _drop_guards() -> None:
-    bind = op.get_bind()
-    for table, ops in _GUARDED:
-        for what in ops:
-            name = f"{table}_no_{what.lower()}"
-            op.execute(
-                f"DROP TRIGGER IF EXISTS {name}"
-                + (f" ON {table}" if bind.dialect.name == "postgresql" else "")
-            )
-            if bind.dialect.name == "postgresql":
-                op.execute(f"DROP FUNCTION IF EXISTS {name}()")
+    dialect = op.get_bind().dialect.name
+    for table, what, _ in _GUARDED:
+        name = f"{table}_no_{what.lower()}"
+        op.execute(f"DROP TRIGGER IF EXISTS {name}" + (f" ON {table}" if dialect == "postgresql" else ""))
+        if dialect == "postgresql":
+            op.execute(f"DROP FUNCTION IF EXISTS {name}()")
