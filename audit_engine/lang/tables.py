@@ -201,6 +201,7 @@ class Domain:
     icd: bool = False
     literals: tuple[str, ...] = ()
     dictionary_only: bool = False  # every named set comes from the drug dictionary
+    elsewhere: tuple[tuple[str, frozenset[str]], ...] = ()  # dictionary sets no rule passes here
 
     def admits(self, value: str) -> bool:
         return (value in self.literals or any(value in known for _, known in self.sets)
@@ -212,14 +213,18 @@ class Domain:
         if self.admits(text):
             return None
         labels = [label for label, _ in self.sets] + (["ICD-10 编码或前缀（如 J45、N18.4）"] if self.icd else [])
-        choices = {v for _, known in self.sets for v in known} | set(self.literals)
-        hint = hint_for(text, choices)
         if not labels:
-            return f"：“{text}”不是规则查询此列时用的值（{' / '.join(self.literals)}）", hint
+            return (f"：“{text}”不是规则查询此列时用的值（{' / '.join(self.literals)}）",
+                    hint_for(text, self.literals))
         said = labels[0] if len(labels) == 1 else "、".join(labels[:-1]) + "或" + labels[-1]
+        other = next((label for label, known in self.elsewhere if text in known), None)
+        if other is not None:
+            # A real name of the wrong kind: the row can never match, and "did you mean" would mislead.
+            return f"：“{text}”不是{said}：它是{other}，但没有规则按{other}查询此列", None
+        hint = hint_for(text, {v for _, known in self.sets for v in known} | set(self.literals))
         if self.dictionary_only:
             return f"：药品字典中没有{said}“{text}”", hint
-        return f"：“{text}”不是{said}", hint
+        return f"：“{text}”不是{' ' if said[0].isascii() else ''}{said}", hint
 
 
 class Names(Protocol):
@@ -280,7 +285,10 @@ class Feeds:
                 sets["成分"], sets["药物类别"] = vocab.ingredients, vocab.classes
             else:
                 return None
-        return Domain(tuple(sets.items()), icd, tuple(self.literals), from_dictionary and bool(sets))
+        elsewhere = () if vocab.open else tuple(
+            (label, known) for label, known in (("成分", vocab.ingredients), ("药物类别", vocab.classes),
+                                                ("药品名称", vocab.drugs)) if label not in sets)
+        return Domain(tuple(sets.items()), icd, tuple(self.literals), from_dictionary and bool(sets), elsewhere)
 
 
 def judge_level(value: Any) -> tuple[str, str | None] | None:
