@@ -60,7 +60,7 @@ def _fill(fact: dict[str, Any], src: tuple[tuple[str, str, str, str | None], ...
         if v is None:
             continue
         fact[prop] = v
-        if flag is not None and v == []:
+        if flag is not None and not v and isinstance(v, list | tuple):
             fact[flag] = True
 
 
