@@ -74,8 +74,12 @@ def demo_principal(session: Session) -> Principal:
     return auth.superuser_principal(session)
 
 
-def resolve_principal(runtime: Runtime, session: Session, secret: str | None) -> Principal:
-    """The caller for a bearer secret (blocking DB lookup: call it from a worker thread)."""
+def resolve_principal(runtime: Runtime, session: Session, secret: str | None, *, end_txn: bool = True) -> Principal:
+    """The caller for a bearer secret (blocking DB lookup: call it from a worker thread).
+
+    ``end_txn=False`` keeps the lookup's transaction open for the caller's writes (one
+    round trip less on the review path, which commits or rolls back itself).
+    """
     from audit_engine import auth
 
     if runtime.settings.auth_disabled:
@@ -91,8 +95,10 @@ def resolve_principal(runtime: Runtime, session: Session, secret: str | None) ->
         principal = auth.principal_for_api_key(session, secret) or auth.principal_for_token(session, secret)
     finally:
         # End the lookup's transaction at once: on SQLite every transaction holds the write lock.
-        session.rollback()
+        if end_txn:
+            session.rollback()
     if principal is None:
+        session.rollback()
         raise _unauthorized("凭据无效或已过期")
     return principal
 
