@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -107,12 +108,12 @@ def test_a_bad_cell_is_reported_once_however_many_rules_read_it(errors: Errors) 
         "ddi.csv:2:5: 列“成分乙”：药品字典中没有成分“阿斯匹林” (是否应为“阿司匹林”？)"]
 
 
-def test_without_a_dictionary_names_are_not_checked_but_enum_values_are(write: Callable[..., object]) -> None:
+def test_without_a_dictionary_names_are_not_checked_but_enum_values_are(write: Callable[..., Path]) -> None:
     table = '表 剂量 来自 "dose.csv" { 键 药品, 人群 列 上限 数值 mg }\n'
     write("dose.csv", "药品,人群,上限\n任何药,成人,2400\n任何药,成年,2400\n")
     main = write("main.rules", table + rule("R1", "对每个 药品 满足 药品.日剂量 > 剂量[药品.名称, 患者.人群].上限"))
     with pytest.raises(RulebaseError) as info:
-        load_rulebase(main, vocabulary=Vocabulary(open=True))  # type: ignore[arg-type]
+        load_rulebase(main, vocabulary=Vocabulary(open=True))
     assert [d.message for d in info.value.diagnostics] == ["列“人群”：“成年”不是患者人群"]
 
 
