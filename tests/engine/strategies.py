@@ -6,6 +6,7 @@ and items often share ingredients (pairs, table rows and routing keys all get ex
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from hypothesis import strategies as st
@@ -32,6 +33,7 @@ TABLES = {
 }
 
 
+@functools.cache
 def item_atoms(v: str) -> st.SearchStrategy[n.Cond]:
     """Atoms about one item variable ``v`` (and the context)."""
     r = b.ref
@@ -72,6 +74,7 @@ def _dose_lookup(v: str) -> n.Lookup:
     return n.Lookup("最大日剂量", (b.ref(v, "ingredients"), b.ref("patient", "population")), b.S)
 
 
+@functools.cache
 def context_atoms() -> st.SearchStrategy[n.Cond]:
     r = b.ref
     ops = st.sampled_from(["=", "!=", "<", "<=", ">", ">="])
@@ -91,6 +94,7 @@ def context_atoms() -> st.SearchStrategy[n.Cond]:
     )
 
 
+@functools.cache
 def quantifier_atoms(depth_var: str) -> st.SearchStrategy[n.Cond]:
     """Quantifiers and counts over items (derived), binding a fresh variable."""
     inner = st.one_of(item_atoms(depth_var), context_atoms())
@@ -101,6 +105,7 @@ def quantifier_atoms(depth_var: str) -> st.SearchStrategy[n.Cond]:
     )
 
 
+@functools.cache
 def pair_atoms() -> st.SearchStrategy[n.Cond]:
     r = b.ref
     return st.one_of(
@@ -123,6 +128,7 @@ def combine(atoms: st.SearchStrategy[n.Cond]) -> st.SearchStrategy[n.Cond]:
     )
 
 
+@functools.cache
 def scopes() -> st.SearchStrategy[n.Scope]:
     return st.one_of(
         st.just(n.Scope()),
@@ -134,6 +140,7 @@ def scopes() -> st.SearchStrategy[n.Scope]:
     )
 
 
+@functools.cache
 def variants() -> st.SearchStrategy[tuple[n.Override, ...]]:
     one = st.builds(
         lambda lv, kind, lvl, t: n.Override(
@@ -145,19 +152,27 @@ def variants() -> st.SearchStrategy[tuple[n.Override, ...]]:
     return st.lists(one, max_size=2).map(tuple)
 
 
+@functools.cache
+def conditions(kind: str) -> st.SearchStrategy[n.Cond]:
+    """Conditions of one trigger kind (built once: strategy validation is not free)."""
+    if kind == "item":
+        return combine(st.one_of(item_atoms("药品"), context_atoms(), quantifier_atoms("其他")))
+    if kind == "pair":
+        return combine(st.one_of(item_atoms("甲"), item_atoms("乙"), context_atoms(), pair_atoms()))
+    return combine(st.one_of(context_atoms(), quantifier_atoms("药品")))
+
+
 @st.composite
 def rules(draw: st.DrawFn, rule_id: str) -> n.Rule:
     kind = draw(st.sampled_from(["item", "item", "pair", "rx"]))
+    cond = draw(conditions(kind))
     if kind == "item":
-        cond = draw(combine(st.one_of(item_atoms("药品"), context_atoms(), quantifier_atoms("其他"))))
         trig: n.Trigger = b.for_each(cond)
         msg = b.template("药品 ", ("药品", "name"), " 天数 ", ("药品", "days"))
     elif kind == "pair":
-        cond = draw(combine(st.one_of(item_atoms("甲"), item_atoms("乙"), context_atoms(), pair_atoms())))
         trig = b.for_pair(cond)
         msg = b.template(("甲", "name"), " 与 ", ("乙", "name"))
     else:
-        cond = draw(combine(st.one_of(context_atoms(), quantifier_atoms("药品"))))
         trig = b.when(cond)
         msg = b.template("处方 ", ("patient", "age"))
     table_level = ("相互作用", "等级") if kind == "pair" and draw(st.booleans()) else None
@@ -166,7 +181,7 @@ def rules(draw: st.DrawFn, rule_id: str) -> n.Rule:
 
 
 @st.composite
-def rulebases(draw: st.DrawFn, max_rules: int = 4) -> n.Rulebase:
+def rulebases(draw: st.DrawFn, max_rules: int = 6) -> n.Rulebase:
     count = draw(st.integers(1, max_rules))
     rs = [draw(rules(f"R{i:02d}")) for i in range(count)]
     return b.rulebase(rs, TABLES)

@@ -5,7 +5,7 @@ prescription-level rules; and/or/not; numbers with units, text, enums (ordered t
 text sets; membership, ranges, containment, prefixes, presence; table lookups and columns;
 any/all/count over items; comparisons across the two items of a pair; scopes and
 conditional overrides by institution level — and prescriptions with absent fields, empty
-sets and several items. Each rulebase is compiled, registered and evaluated on three
+sets and several items. Each rulebase (up to six rules) is compiled, registered and evaluated on up to three
 prescriptions; the findings must equal ``interpreter.evaluate`` exactly.
 """
 
@@ -23,7 +23,7 @@ from audit_engine.schema import PrescriptionFacts
 from . import strategies as gen
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(gen.rulebases(), st.lists(gen.prescriptions(), min_size=1, max_size=3))
 def test_network_findings_equal_interpreter_findings(rulebase: Rulebase, prescriptions: list[PrescriptionFacts]) -> None:
     engine = Engine(compile_rulebase(rulebase))
