@@ -174,3 +174,46 @@ def decision_of(review: Review, task: Task | None) -> dict[str, Any] | None:
         "doctor_reason": task.doctor_reason,
         "next_review_id": task.next_review_id,
     }
+
+
+def build_review_record(
+    review: Review,
+    *,
+    rx: dict[str, Any],
+    task: Task | None,
+    institution_code: str | None,
+    findings: tuple[Finding, ...],
+    history: tuple[HistoryEntry, ...],
+    facts: dict[str, Any] | None,
+) -> ReviewRecord:
+    """A ReviewRecord from a review row (attached or detached) and what goes with it."""
+    return ReviewRecord(
+        id=review.id,
+        prescription_id=rx["id"],
+        prescription_identifier=rx["identifier"],
+        institution_id=review.institution_id,
+        institution_code=institution_code,
+        verdict=review.verdict,
+        outcome=review.outcome,
+        decided=review.outcome in DECIDED_OUTCOMES,
+        findings=findings,
+        max_level=review.max_level,
+        unchecked=review.unchecked,
+        emergency=review.emergency,
+        items=tuple(review.items),
+        rulebase_version=review.rulebase_version,
+        policy=dict(review.policy),
+        fail_mode=review.fail_mode,
+        engine_failed=review.engine_failed,
+        engine_error=review.engine_error,
+        timings_ms=dict(review.timings_ms),
+        received_at=rx["received_at"],
+        created_at=review.created_at,
+        decided_at=review.decided_at,
+        retention_class=rx["retention_class"],
+        previous_review_id=review.previous_review_id,
+        task=TaskRecord.of(task, institution_code=institution_code) if task else None,
+        decision=decision_of(review, task),
+        history=history,
+        facts=facts,
+    )

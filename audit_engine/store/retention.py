@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -21,6 +22,34 @@ from audit_engine.auth import Principal, visible_institution_ids
 from audit_engine.errors import InvalidRequestError
 from audit_engine.store.db import utcnow
 from audit_engine.store.models import Feedback, FindingRow, Prescription, Review, Task, WebhookDelivery
+
+# 处方管理办法 第五十条: ordinary 1 year; 毒性 and 精二 2 years; 麻醉 and 精一 3 years.
+RETENTION_YEARS = {"ordinary": 1, "toxic_psy2": 2, "narcotic_psy1": 3}
+
+
+def retention_class(items: list[dict[str, Any]] | None) -> str:
+    """The 处方管理办法 retention class of a prescription from its items' control classes.
+
+    When the items are unknown (the engine failed) or an item's drug could not be
+    identified, its control class is unknown too, so the longest period is kept.
+    """
+    if items is None or any("drug_id" not in i for i in items):
+        return "narcotic_psy1"
+    controls = {i.get("control") for i in items}
+    if controls & {"麻醉", "精一"}:
+        return "narcotic_psy1"
+    if controls & {"毒性", "精二"}:
+        return "toxic_psy2"
+    return "ordinary"
+
+
+def retain_until(received: datetime, cls: str) -> date:
+    d = received.date()
+    years = d.year + RETENTION_YEARS[cls]
+    try:
+        return d.replace(year=years)
+    except ValueError:  # 29 February
+        return d.replace(year=years, day=28)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +97,10 @@ def destroy(
     principal.require_role("admin")
     if not approval.strip():
         raise InvalidRequestError("Retention", "销毁处方须登记负责人批准（approval）")
-    due = {item.prescription_id: item for item in due_for_destruction(s, principal=principal, today=today, limit=1_000_000)}
+    due = {
+        item.prescription_id: item
+        for item in due_for_destruction(s, principal=principal, today=today, limit=1_000_000)
+    }
     for pid in prescription_ids:
         if pid not in due:
             raise InvalidRequestError(f"Prescription/{pid}", "未到保存期限或无权处理，不能销毁")
@@ -85,7 +117,9 @@ def destroy(
         reviews_of.setdefault(pid, []).append(rid)
     review_ids = [rid for rids in reviews_of.values() for rid in rids]
     # Cut links from records that stay (a later, still-retained review of a modified prescription).
-    s.execute(sa.update(Review).where(Review.previous_review_id.in_(review_ids)).values(previous_review_id=None))
+    s.execute(
+        sa.update(Review).where(Review.previous_review_id.in_(review_ids)).values(previous_review_id=None)
+    )
     s.execute(
         sa.update(Task)
         .where(Task.next_review_id.in_(review_ids))

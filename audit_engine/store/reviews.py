@@ -41,47 +41,20 @@ from audit_engine.store.records import (
     DECIDED_OUTCOMES,
     PENDING,
     ReviewRecord,
-    TaskRecord,
-    decision_of,
+    build_review_record,
     finding_of,
 )
+from audit_engine.store.retention import retain_until, retention_class
 
 Kind = Literal["bundle", "cds", "medication_request"]
 ReviewFn = Callable[..., Any]  # review_payload's signature; returns a ReviewResult
 
-# 处方管理办法 第五十条: ordinary 1 year; 毒性 and 精二 2 years; 麻醉 and 精一 3 years.
-RETENTION_YEARS = {"ordinary": 1, "toxic_psy2": 2, "narcotic_psy1": 3}
 OUTCOME_FOR_VERDICT = {
     "pass": "system_pass",
     "explain": "awaiting_reason",
     "recheck": PENDING,
     "block": "auto_return",
 }
-
-
-def retention_class(items: list[dict[str, Any]] | None) -> str:
-    """The 处方管理办法 retention class of a prescription from its items' control classes.
-
-    When the items are unknown (the engine failed) or an item's drug could not be
-    identified, its control class is unknown too, so the longest period is kept.
-    """
-    if items is None or any("drug_id" not in i for i in items):
-        return "narcotic_psy1"
-    controls = {i.get("control") for i in items}
-    if controls & {"麻醉", "精一"}:
-        return "narcotic_psy1"
-    if controls & {"毒性", "精二"}:
-        return "toxic_psy2"
-    return "ordinary"
-
-
-def retain_until(received: datetime, cls: str) -> date:
-    d = received.date()
-    years = d.year + RETENTION_YEARS[cls]
-    try:
-        return d.replace(year=years)
-    except ValueError:  # 29 February
-        return d.replace(year=years, day=28)
 
 
 def _facts_json(facts: Any) -> dict[str, Any]:
@@ -289,7 +262,7 @@ def submit_review(
             )
         )
     audit_log.append_many(s, entries)
-    return _build(
+    return build_review_record(
         review,
         rx=rx,
         task=task,
@@ -365,7 +338,7 @@ def _record(s: Session, review: Review, *, with_history: bool, with_facts: bool 
         sa.select(FindingRow).where(FindingRow.review_id == review.id).order_by(FindingRow.position)
     )
     history = audit_log.history(s, object_ids=[review.id, task.id if task else ""]) if with_history else []
-    return _build(
+    return build_review_record(
         review,
         rx={
             "id": rx.id,
@@ -378,48 +351,6 @@ def _record(s: Session, review: Review, *, with_history: bool, with_facts: bool 
         findings=tuple(finding_of(r) for r in rows),
         history=tuple(history),
         facts=dict(review.facts) if with_facts else None,
-    )
-
-
-def _build(
-    review: Review,
-    *,
-    rx: dict[str, Any],
-    task: Task | None,
-    institution_code: str | None,
-    findings: tuple[Finding, ...],
-    history: tuple[audit_log.HistoryEntry, ...],
-    facts: dict[str, Any] | None,
-) -> ReviewRecord:
-    return ReviewRecord(
-        id=review.id,
-        prescription_id=rx["id"],
-        prescription_identifier=rx["identifier"],
-        institution_id=review.institution_id,
-        institution_code=institution_code,
-        verdict=review.verdict,
-        outcome=review.outcome,
-        decided=review.outcome in DECIDED_OUTCOMES,
-        findings=findings,
-        max_level=review.max_level,
-        unchecked=review.unchecked,
-        emergency=review.emergency,
-        items=tuple(review.items),
-        rulebase_version=review.rulebase_version,
-        policy=dict(review.policy),
-        fail_mode=review.fail_mode,
-        engine_failed=review.engine_failed,
-        engine_error=review.engine_error,
-        timings_ms=dict(review.timings_ms),
-        received_at=rx["received_at"],
-        created_at=review.created_at,
-        decided_at=review.decided_at,
-        retention_class=rx["retention_class"],
-        previous_review_id=review.previous_review_id,
-        task=TaskRecord.of(task, institution_code=institution_code) if task else None,
-        decision=decision_of(review, task),
-        history=history,
-        facts=facts,
     )
 
 

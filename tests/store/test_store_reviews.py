@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from audit_engine import audit_log
 from audit_engine.errors import InputIssue, IntakeError
 from audit_engine.policy import Policy, set_policy
-from audit_engine.store import reviews
+from audit_engine.store import retention, reviews
 from audit_engine.store.db import session_scope
 from audit_engine.store.models import (
     AuditEntry,
@@ -180,7 +180,7 @@ def test_retention_class_follows_the_strictest_control_class(engine, world, pipe
 
 
 def test_retention_of_a_leap_day_prescription_ends_on_28_february() -> None:
-    assert str(reviews.retain_until(datetime(2028, 2, 29, 9), "ordinary")) == "2029-02-28"
+    assert str(retention.retain_until(datetime(2028, 2, 29, 9), "ordinary")) == "2029-02-28"
 
 
 def test_unchecked_facts_go_to_a_pharmacist_even_without_findings(engine, world, pipeline) -> None:
