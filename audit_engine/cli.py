@@ -7,6 +7,7 @@ web stack and ``serve`` does not pay for what it does not use.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,7 +49,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(_parser().parse_args(argv))
+    except BrokenPipeError:
+        # The reader went away (``audit-engine check rulebase/ | head``): stop quietly, as
+        # Unix tools do, instead of printing a traceback. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("check", "test"):
         from audit_engine.lang import commands
 
