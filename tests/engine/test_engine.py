@@ -19,6 +19,7 @@ from audit_engine.lang.compiler import MAX_PROPS, compile_rulebase
 from audit_engine.network import host
 
 from . import builders as b
+from . import synthetic
 
 r = b.ref
 
@@ -190,3 +191,17 @@ def test_every_shard_stays_under_the_core_limits() -> None:
         definition = json.loads(shard.definition)
         assert len(definition) <= 60  # no node with 512+ children, no fact matching 64+ rules
         assert len(shard.item_props) + len(shard.derived) <= MAX_PROPS
+
+
+def test_a_5000_rule_synthetic_rulebase_with_50000_table_rows_evaluates_like_the_interpreter() -> None:
+    rulebase = synthetic.rulebase(5000, synthetic.tables())
+    engine = Engine(compile_rulebase(rulebase))
+    assert len(rulebase.rules) > 5000 and sum(len(t.rows) for t in rulebase.tables.values()) > 50_000
+    fired = 0
+    for ingredients in ((0, 7, 13, 21, 34), (1, 2, 3), (999, 998, 0, 500), (4242,), (123, 124, 125, 9999, 0)):
+        facts = synthetic.prescription(ingredients)
+        found = engine.evaluate(facts)
+        assert found == interpreter.evaluate(rulebase, facts)
+        fired += len(found)
+    assert fired > 20
+    engine.close()
