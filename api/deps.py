@@ -23,13 +23,18 @@ DEMO_LEAD_NAME = "县人民医院（医共体牵头医院）"
 _bearer = HTTPBearer(auto_error=False, description="机构 API 密钥，或 /api/v1/auth/token 发放的用户令牌")
 
 
-def get_runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def settings_dep(request: Request) -> Settings:
-    return get_runtime(request).settings
+# Dependencies that do no I/O are async: a sync one would cost a trip to the thread pool.
+async def get_runtime(request: Request) -> Runtime:
+    return runtime_of(request)
+
+
+async def settings_dep(request: Request) -> Settings:
+    return runtime_of(request).settings
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -114,7 +119,7 @@ async def get_secret(
 
 async def get_required_secret(request: Request, secret: Annotated[str | None, Depends(get_secret)]) -> str | None:
     """Like get_secret, but a missing credential is a 401 before the body is even read."""
-    if secret is None and not get_runtime(request).settings.auth_disabled:
+    if secret is None and not runtime_of(request).settings.auth_disabled:
         raise _unauthorized("缺少凭据：请使用 Authorization: Bearer <机构API密钥或用户令牌>")
     return secret
 
@@ -126,7 +131,7 @@ def get_principal(
     request: Request, session: SessionDep, secret: Annotated[str | None, Depends(get_secret)]
 ) -> Principal:
     """The caller: an institution (API key) or a user (token). 401 without valid credentials."""
-    return resolve_principal(get_runtime(request), session, secret)
+    return resolve_principal(runtime_of(request), session, secret)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
