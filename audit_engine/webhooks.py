@@ -33,6 +33,7 @@ SIGNATURE_HEADER = "X-Audit-Signature"
 MAX_ATTEMPTS = 8
 BASE_DELAY = timedelta(seconds=10)
 MAX_DELAY = timedelta(hours=1)
+IN_FLIGHT = timedelta(minutes=2)  # a claimed delivery is hidden this long while being sent
 
 # (url, body, headers) -> HTTP status; raises on a network failure.
 Sender = Callable[[str, bytes, dict[str, str]], int]
@@ -185,6 +186,82 @@ def httpx_sender(timeout_s: float = 5.0) -> Sender:
     return send
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One claimed delivery, ready to send with no database transaction open."""
+
+    id: str
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    attempts: int
+    active: bool
+
+
+def claim_due(s: Session, *, now: datetime, limit: int = 50) -> list[Outgoing]:
+    """Take due deliveries (SKIP LOCKED), count the attempt and hide them for ``IN_FLIGHT``:
+    if the sender dies before recording the result, the delivery is simply retried then."""
+    rows = s.scalars(
+        sa.select(WebhookDelivery)
+        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    ).all()
+    out: list[Outgoing] = []
+    for row in rows:
+        sub = s.get(WebhookSubscription, row.subscription_id)
+        assert sub is not None
+        body = body_of(row.payload)
+        row.attempts += 1
+        row.next_attempt_at = now + IN_FLIGHT
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(sub.secret, body),
+            "X-Audit-Event": row.event,
+            "X-Audit-Delivery": row.id,  # receivers deduplicate on it: delivery is at least once
+        }
+        out.append(Outgoing(row.id, sub.url, body, headers, row.attempts, sub.active))
+    s.flush()
+    return out
+
+
+def send(item: Outgoing, sender: Sender) -> tuple[int | None, str | None]:
+    """POST one delivery: (HTTP status, error or None when it was a 2xx)."""
+    try:
+        status: int | None = sender(item.url, item.body, item.headers)
+    except Exception as exc:  # any network failure is a failed attempt, retried later
+        return None, f"{type(exc).__name__}: {exc}"
+    return status, None if status is not None and 200 <= status < 300 else f"HTTP {status}"
+
+
+def record_result(
+    s: Session, *, item: Outgoing, status: int | None, error: str | None, now: datetime, max_attempts: int
+) -> str:
+    """Store what one attempt gave; returns the delivery's new status."""
+    row = s.get(WebhookDelivery, item.id, populate_existing=True)
+    assert row is not None
+    row.last_status, row.last_error = status, error
+    if error is None:
+        row.status, row.delivered_at = "delivered", now
+    elif item.attempts >= max_attempts or not item.active:
+        row.status = "failed"
+    else:
+        row.status, row.next_attempt_at = "pending", now + backoff(item.attempts)
+    s.flush()
+    return row.status
+
+
+def _report(outcomes: list[str]) -> DeliveryReport:
+    return DeliveryReport(
+        attempted=len(outcomes),
+        delivered=outcomes.count("delivered"),
+        retrying=outcomes.count("pending"),
+        failed=outcomes.count("failed"),
+    )
+
+
 def deliver_due(
     s: Session,
     *,
@@ -193,43 +270,39 @@ def deliver_due(
     limit: int = 50,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> DeliveryReport:
-    """Send every delivery that is due; 2xx marks it delivered, anything else schedules a
-    retry after :func:`backoff`, and the ``max_attempts``-th failure marks it failed."""
+    """Send every due delivery inside the caller's transaction; 2xx marks it delivered,
+    anything else schedules a retry after :func:`backoff`, and the ``max_attempts``-th
+    failure marks it failed. (The worker uses :func:`deliver_due_in_steps` instead, which
+    holds no transaction while it waits on the network.)"""
     at = now or utcnow()
-    rows = s.scalars(
-        sa.select(WebhookDelivery)
-        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= at)
-        .order_by(WebhookDelivery.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .execution_options(populate_existing=True)
-    ).all()
-    delivered = retrying = failed = 0
-    for row in rows:
-        sub = s.get(WebhookSubscription, row.subscription_id)
-        assert sub is not None
-        body = body_of(row.payload)
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(sub.secret, body),
-            "X-Audit-Event": row.event,
-            "X-Audit-Delivery": row.id,
-        }
-        row.attempts += 1
-        try:
-            status: int | None = sender(sub.url, body, headers)
-            error = None if status is not None and 200 <= status < 300 else f"HTTP {status}"
-        except Exception as exc:  # any network failure is a failed attempt, retried later
-            status, error = None, f"{type(exc).__name__}: {exc}"
-        row.last_status, row.last_error = status, error
-        if error is None:
-            row.status, row.delivered_at = "delivered", at
-            delivered += 1
-        elif row.attempts >= max_attempts or not sub.active:
-            row.status = "failed"
-            failed += 1
-        else:
-            row.next_attempt_at = at + backoff(row.attempts)
-            retrying += 1
-    s.flush()
-    return DeliveryReport(len(rows), delivered, retrying, failed)
+    outcomes = [
+        record_result(s, item=item, status=st, error=err, now=at, max_attempts=max_attempts)
+        for item in claim_due(s, now=at, limit=limit)
+        for st, err in [send(item, sender)]
+    ]
+    return _report(outcomes)
+
+
+def deliver_due_in_steps(
+    engine: sa.Engine,
+    *,
+    now: datetime | None = None,
+    sender: Sender,
+    limit: int = 50,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> DeliveryReport:
+    """Claim (one short transaction), send with no transaction open, record each result
+    (one short transaction each): a slow HIS never holds the SQLite write lock or row locks."""
+    from audit_engine.store.db import session_scope
+
+    at = now or utcnow()
+    with session_scope(engine) as s:
+        items = claim_due(s, now=at, limit=limit)
+    outcomes: list[str] = []
+    for item in items:
+        status, error = send(item, sender)
+        with session_scope(engine) as s:
+            outcomes.append(
+                record_result(s, item=item, status=status, error=error, now=at, max_attempts=max_attempts)
+            )
+    return _report(outcomes)

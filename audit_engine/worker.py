@@ -42,8 +42,7 @@ def tick(
         released = queue.release_expired_leases(s, now=at)
     with session_scope(engine) as s:
         timeouts = queue.apply_timeouts(s, now=at)
-    with session_scope(engine) as s:
-        report = webhooks.deliver_due(s, now=at, sender=sender or webhooks.httpx_sender())
+    report = webhooks.deliver_due_in_steps(engine, now=at, sender=sender or webhooks.httpx_sender())
     with session_scope(engine) as s:  # last, so this pass's own entries are chained too
         sealed = audit_log.seal(s)
     return TickReport(released, timeouts, report, sealed)

@@ -144,3 +144,41 @@ def test_subscription_urls_must_be_http(engine, world) -> None:
 
     with pytest.raises(InvalidRequestError), session_scope(engine) as s:
         webhooks.create_subscription(s, institution_id=world.ids["M1"], url="ftp://x")
+
+
+def test_the_worker_sends_with_no_transaction_open(engine, world, subscribed, db_url) -> None:
+    from audit_engine.store.db import make_engine
+
+    decided_review(engine, world)
+    impatient = make_engine(db_url, connect_args={"timeout": 0.0, "check_same_thread": False}) if db_url.startswith(
+        "sqlite") else make_engine(db_url)
+    writes: list[str] = []
+
+    def sender(url: str, body: bytes, headers: dict[str, str]) -> int:
+        # a review arriving while the HIS is slow to answer must not wait for the webhook
+        with session_scope(impatient) as s:
+            webhooks.create_subscription(s, institution_id=world.ids["M2"], url="https://his.m2.example/hook")
+        writes.append(headers["X-Audit-Delivery"])
+        return 200
+
+    try:
+        report = webhooks.deliver_due_in_steps(engine, sender=sender)
+    finally:
+        impatient.dispose()
+    assert report.delivered == 1 and len(writes) == 1
+    assert deliveries(engine)[0].status == "delivered"
+
+
+def test_a_delivery_whose_sender_died_is_retried_after_the_in_flight_window(engine, world, subscribed) -> None:
+    decided_review(engine, world)
+    start = utcnow()
+    with session_scope(engine) as s:
+        claimed = webhooks.claim_due(s, now=start)  # ... and the process dies before recording
+    assert len(claimed) == 1
+    sender = FakeSender(200)
+    with session_scope(engine) as s:
+        assert webhooks.deliver_due(s, sender=sender, now=start + webhooks.IN_FLIGHT - timedelta(seconds=1)).attempted == 0
+    with session_scope(engine) as s:
+        report = webhooks.deliver_due(s, sender=sender, now=start + webhooks.IN_FLIGHT)
+    assert report.delivered == 1 and sender.sent[0][2]["X-Audit-Delivery"] == claimed[0].id
+    assert deliveries(engine)[0].attempts == 2
