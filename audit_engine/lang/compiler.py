@@ -61,6 +61,7 @@ from audit_engine.network.alpha import All, Any_, Formula, Leaf, Lowering
 from audit_engine.network.ir import (
     ITEM_TYPE,
     PAIR_TYPE,
+    ROUTE_FIELDS,
     RX_TYPE,
     Branch,
     CompiledRulebase,
@@ -77,7 +78,6 @@ MAX_SHARD_BRANCHES = 56  # + sentinel + 3 catch-alls = 60 rules per ruleset (cor
 MAX_KEYED_BRANCHES = 16
 MAX_PROPS = 240  # core limit 253 properties per fact, with t / sid / idx
 MAX_BRANCHES = 16  # DNF disjuncts of one pair rule before it falls back to one derived field
-ROUTE_FIELDS = ("drug_id", "name", "atc", "ingredients", "classes")
 _ROLE_FACT = {"a": "item", "b": "item", "p": "pair", "rx": "rx"}
 
 
@@ -99,6 +99,7 @@ class _ShardBuild:
     branch_count: int = 0
     item_props: set[str] = field(default_factory=set)
     rx_props: set[str] = field(default_factory=set)
+    pair_props: int = 0
     by_key: bool = False
 
 
@@ -312,6 +313,10 @@ def _keys_of(c: n.Cond, var: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------- shards
 
 
+def _pair_props(o: _RuleOut) -> int:
+    return sum(1 for d in o.derived if d.on == "pair")
+
+
 def _fact_props(o: _RuleOut) -> tuple[set[str], set[str]]:
     item = {p.prop for p in o.props if p.role != "rx"} | {d.name for d in o.derived if d.on == "item"}
     item |= {alpha.empty_flag(p.prop) for p in o.props if p.textset and p.role != "rx"}
@@ -328,7 +333,8 @@ def _pack(outs: list[_RuleOut], capacity: int, *, by_key: bool) -> list[_ShardBu
         item, rx = _fact_props(o)
         nb = len(o.branches)
         fits = (cur.branch_count + nb <= capacity
-                and len(cur.item_props | item) <= MAX_PROPS and len(cur.rx_props | rx) <= MAX_PROPS)
+                and len(cur.item_props | item) <= MAX_PROPS and len(cur.rx_props | rx) <= MAX_PROPS
+                and cur.pair_props + _pair_props(o) <= MAX_PROPS)
         if cur.rules and not fits:
             builds.append(cur)
             cur = _ShardBuild(by_key=by_key)
@@ -336,6 +342,7 @@ def _pack(outs: list[_RuleOut], capacity: int, *, by_key: bool) -> list[_ShardBu
         cur.branch_count += nb
         cur.item_props |= item
         cur.rx_props |= rx
+        cur.pair_props += _pair_props(o)
         cur.keys.update(o.keys)
     if cur.rules:
         builds.append(cur)

@@ -20,6 +20,9 @@ BranchKind = Literal["item", "pair", "rx"]
 ITEM_TYPE = "it"
 RX_TYPE = "rx"
 PAIR_TYPE = "pr"
+# Item identity fields a rule can be routed by (``compiler._route_keys``) and an item
+# offers keys for (``runtime.item_route_keys``): "field:value".
+ROUTE_FIELDS = ("drug_id", "name", "atc", "ingredients", "classes")
 
 
 @dataclass(frozen=True, slots=True)

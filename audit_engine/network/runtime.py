@@ -14,13 +14,10 @@ import threading
 from typing import Any
 
 from audit_engine.findings import Finding
-from audit_engine.lang import nodes as n
 from audit_engine.network import derive, host
 from audit_engine.network.alpha import CONTEXT_ENTITIES, empty_flag
-from audit_engine.network.ir import ITEM_TYPE, PAIR_TYPE, RX_TYPE, CompiledRulebase, Shard
+from audit_engine.network.ir import ITEM_TYPE, PAIR_TYPE, ROUTE_FIELDS, RX_TYPE, CompiledRulebase, Shard
 from audit_engine.schema import PrescriptionFacts
-
-ROUTE_FIELDS = ("drug_id", "name", "atc", "ingredients", "classes")
 
 
 def item_route_keys(item: dict[str, Any]) -> set[str]:
@@ -30,7 +27,7 @@ def item_route_keys(item: dict[str, Any]) -> set[str]:
         v = item.get(f)
         if isinstance(v, str):
             keys.add(f"{f}:{v}")
-        elif isinstance(v, list):
+        elif isinstance(v, list | tuple):
             keys.update(f"{f}:{x}" for x in v if isinstance(x, str))
     return keys
 
@@ -188,11 +185,3 @@ class Network:
                         m.rx.add(br.rule)
         return m
 
-
-def rule_bindings(rule: n.Rule) -> tuple[str, ...]:
-    trig = rule.trigger
-    if isinstance(trig, n.ForEach):
-        return (trig.var,)
-    if isinstance(trig, n.ForEachPair):
-        return (trig.first, trig.second)
-    return ()
