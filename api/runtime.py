@@ -119,8 +119,7 @@ class Runtime:
 
 
 def compile_path(path: Path) -> Any:
-    """Load, check and compile a rulebase folder (raises RulebaseError)."""
-    from audit_engine.lang.compiler import compile_rulebase
-    from audit_engine.lang.loader import load_rulebase
+    """Load, check and compile a rulebase folder (raises RulebaseError), exactly as Engine.from_path."""
+    from audit_engine.engine import load_compiled
 
-    return compile_rulebase(load_rulebase(path))
+    return load_compiled(path)
