@@ -325,11 +325,27 @@ def link_modified_review(
     s: Session, *, previous: Review, new_review: Review, principal: Principal, now: datetime
 ) -> None:
     """Called by ``submit_review(replaces_review_id=...)``: a modified prescription answers
-    the returned task of the review it replaces (if that task awaits the doctor)."""
+    the returned task of the review it replaces (if that task awaits the doctor), or the
+    system's own return (自动打回) or request for a reason — so statistics can count how
+    often doctors modify after an intervention."""
     task = s.scalar(sa.select(Task).where(Task.review_id == previous.id).with_for_update())
     if task is not None and task.status == RETURNED:
         doctor_answer(
             s, task_id=task.id, principal=principal, kind="modify", new_review_id=new_review.id, now=now
+        )
+    elif task is None and previous.outcome in ("auto_return", "awaiting_reason"):
+        before = previous.outcome
+        previous.outcome = "modified"
+        s.flush()
+        audit_log.append(
+            s,
+            actor=audit_log.Actor.of(principal),
+            action="review.modified",
+            object_type="review",
+            object_id=previous.id,
+            institution_id=previous.institution_id,
+            detail={"from": before, "new_review": new_review.id},
+            at=now,
         )
 
 

@@ -206,3 +206,17 @@ def test_any_event_sequence_follows_the_transition_table(engine, world, events: 
         assert status in {*queue.TRANSITIONS.get(str(before[0]), {}).values(), "escalated", "pending"}
         if before[0] in FINAL_STATUSES:
             pytest.fail(f"{event} moved a task out of final status {before[0]}")
+
+
+def test_modifying_a_blocked_prescription_marks_the_old_review_modified(engine, world) -> None:
+    with session_scope(engine) as s:
+        blocked = reviews.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-BLK", levels=(9,)),
+                                        kind="bundle", engine=None, review_fn=FakePipeline())
+    assert blocked.outcome == "auto_return"
+    with session_scope(engine) as s:
+        new = reviews.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-BLK-2", levels=(0,)),
+                                    kind="bundle", engine=None, review_fn=FakePipeline(), replaces_review_id=blocked.id)
+    with session_scope(engine) as s:
+        old = reviews.get_review(s, review_id=blocked.id, principal=world.his_m1)
+    assert new.previous_review_id == blocked.id and old is not None and old.outcome == "modified"
+    assert "review.modified" in [h.action for h in old.history]
