@@ -185,25 +185,48 @@ def active_version(db: sa.Engine, settings: Settings) -> tuple[str, str] | None:
         return row, str(folder)
 
 
-def register_shipped(db: sa.Engine, *, version: str, folder: Path) -> None:
-    """At first start, record the loaded rulebase as the active version (so rollback has a target)."""
+def register_shipped(db: sa.Engine, *, version: str, folder: Path) -> str:
+    """Record the configured (shipped) rulebase; returns the version that is active afterwards.
+
+    The first start activates it, so rollback always has a target. A later release that
+    ships a different rulebase takes over too, unless an administrator activated the current
+    version through the API: their choice stays, and the new shipped version waits,
+    uploaded, for them to activate it.
+    """
     model = _model()
-    try:
-        _register(db, model, version=version, folder=folder)
-    except sa.exc.IntegrityError:
-        pass  # another process registered it at the same moment
+    for _ in range(3):
+        try:
+            return _register(db, model, version=version, folder=folder)
+        except sa.exc.IntegrityError:
+            continue  # another process registered it at the same moment: look again
+    return version
 
 
-def _register(db: sa.Engine, model: Any, *, version: str, folder: Path) -> None:
+def _chosen_by_admin(s: Session, version: str) -> bool:
+    """Whether someone activated (or rolled back to) ``version`` through the API."""
+    from audit_engine.store.models import AuditEntry
+
+    q = sa.select(AuditEntry.id).where(
+        AuditEntry.object_type == "rulebase", AuditEntry.object_id == version[:64],
+        AuditEntry.action.in_(("rulebase.activated", "rulebase.rolled_back"))).limit(1)
+    return s.scalar(q) is not None
+
+
+def _register(db: sa.Engine, model: Any, *, version: str, folder: Path) -> str:
     from audit_engine.store.db import utcnow
 
     with Session(db) as s, s.begin():
-        if s.execute(sa.select(model.version).where(model.status == "active").limit(1)).first() is not None:
-            return
-        existing = s.get(model, version)
-        if existing is None:
-            s.add(model(version=version, label="随系统发布的规则库", files=files_of_folder(folder), status="active",
-                        uploaded_by="system", uploaded_at=utcnow(), activated_at=utcnow()))
-        else:
-            existing.status = "active"
-            existing.activated_at = utcnow()
+        active = s.scalar(sa.select(model).where(model.status == "active").limit(1))
+        row = s.get(model, version)
+        if row is None:
+            row = model(version=version, label="随系统发布的规则库", files=files_of_folder(folder), status="uploaded",
+                        uploaded_by="system", uploaded_at=utcnow())
+            s.add(row)
+        if active is None or (active.version != version and not _chosen_by_admin(s, active.version)):
+            if active is not None:
+                active.status = "retired"
+            s.flush()
+            row.status = "active"
+            row.activated_at = utcnow()
+            return version
+        return str(active.version)

@@ -53,19 +53,21 @@ class Runtime:
         load_engine = self.engine_factory or default_load
 
         self.db = make_engine(self.settings.database_url)
-        active = self._active_version()
-        if active is not None:
-            try:
-                self.engine = load_engine(active[1])
-            except Exception:  # e.g. the language changed under a stored version: serve the shipped one
-                log.exception("active rulebase %s does not load; falling back to the configured one", active[0])
-        if self.engine is None:
-            from api import rulebases
-            from audit_engine.review import default_rulebase_path
+        from api import rulebases
+        from audit_engine.review import default_rulebase_path
 
-            self.engine = load_engine(self.settings.rulebase_path)
-            folder = Path(self.settings.rulebase_path) if self.settings.rulebase_path else default_rulebase_path()
-            rulebases.register_shipped(self.db, version=self.engine.version, folder=folder)
+        configured = load_engine(self.settings.rulebase_path)
+        folder = Path(self.settings.rulebase_path) if self.settings.rulebase_path else default_rulebase_path()
+        active_version = rulebases.register_shipped(self.db, version=configured.version, folder=folder)
+        self.engine = configured
+        if active_version != configured.version:
+            active = self._active_version()
+            if active is not None:
+                try:
+                    self.engine = load_engine(active[1])
+                except Exception:  # e.g. the language changed under a stored version: serve the configured one
+                    log.exception("active rulebase %s does not load; serving the configured %s",
+                                  active[0], configured.version)
         self._last_sync = time.monotonic()
         self.ready = True
         log.info("rulebase %s loaded", self.engine.version)

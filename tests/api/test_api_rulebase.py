@@ -146,3 +146,29 @@ def test_another_process_picks_up_an_activation_from_the_database(rules_world: W
         w.client.post(f"/api/v1/rulebases/{up['version']}/activate", headers=w.user("admin"))
         after = c2.get("/health").json()["rulebase"]["version"]
     assert before != after == up["version"]
+
+
+def _serving(url: str, store: Any, folder: Any) -> str:
+    from fastapi.testclient import TestClient
+
+    from api.config import Settings
+    from api.main import create_app
+
+    app = create_app(Settings(database_url=url, rulebase_store_dir=str(store), rulebase_path=str(folder)))
+    with TestClient(app) as c:
+        return str(c.get("/health").json()["rulebase"]["version"])
+
+
+def test_a_new_shipped_rulebase_takes_over_unless_an_admin_chose_one(rules_world: World, tmp_path: Any) -> None:
+    w = rules_world
+    shipped_v1 = w.client.get("/health").json()["rulebase"]["version"]
+    release2 = tmp_path / "release2"
+    for name, text in stricter_files().items():
+        (release2 / name).parent.mkdir(parents=True, exist_ok=True)
+        (release2 / name).write_text(text, encoding="utf-8")
+    shipped_v2 = _serving(w.url, tmp_path / "s2", release2)
+    assert shipped_v2 != shipped_v1  # a new release replaced a shipped version
+
+    # The administrator goes back to v1 on purpose: a restart with release 2 keeps their choice.
+    w.client.post(f"/api/v1/rulebases/{shipped_v1}/activate", headers=w.user("admin"))
+    assert _serving(w.url, tmp_path / "s3", release2) == shipped_v1
