@@ -205,3 +205,24 @@ def test_a_5000_rule_synthetic_rulebase_with_50000_table_rows_evaluates_like_the
         fired += len(found)
     assert fired > 20
     engine.close()
+
+
+def test_a_pair_rule_with_too_many_cross_item_disjunctions_is_decided_by_one_pair_field() -> None:
+    def either(k: int) -> n.Cond:
+        return b.or_(b.cmp(">", r("甲", "days"), b.num(k)), b.cmp("<", r("乙", "days"), b.num(k)),
+                     b.cmp("=", r("甲", "route"), n.Symbol("静滴", b.S)))
+    rule = b.rule("WIDE", b.for_pair(b.and_(either(3), either(5), either(8))),
+                  scope=n.Scope(prescription_types=frozenset(["门诊"])))
+    engine, rb = engine_for([rule])
+    shard = engine.compiled.shards[0]
+    assert [d.on for d in shard.derived] == ["pair"] and shard.needs_pairs
+    fired = 0
+    for days in ((1, 9, 4), (9, 9, 9), (2, 2, 2), (10, 1, 5)):
+        for rx_type in ("门诊", "急诊"):
+            facts = b.facts([b.item(i, days=d, route="口服") for i, d in enumerate(days)],
+                            prescription={"type": rx_type})
+            found = engine.evaluate(facts)
+            assert found == interpreter.evaluate(rb, facts)
+            fired += len(found)
+    assert fired > 0
+    engine.close()
