@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Callable
 from typing import Any, TextIO
 
+from audit_engine.engine import Engine
 from audit_engine.errors import AuditEngineError, RulebaseError
 from audit_engine.findings import Finding
 from audit_engine.lang import nodes as n
+from audit_engine.lang.compiler import compile_rulebase
 from audit_engine.lang.interpreter import evaluate
 from audit_engine.lang.loader import load_rulebase
-from audit_engine.lang.testcases import judge, run_case
-from audit_engine.schema import PrescriptionFacts
+from audit_engine.lang.testcases import build_facts, judge
 
 
 def _load(path: str, out: TextIO) -> n.Rulebase | None:
@@ -38,7 +38,7 @@ def cmd_check(path: str, out: TextIO | None = None) -> int:
     rb = _load(path, out)
     if rb is None:
         return 1
-    compiled_note = _try_compile(rb)
+    built = _build_network(rb)
     by_cat: Counter[str] = Counter()
     by_sub: Counter[tuple[str, str]] = Counter()
     for rule in rb.rules:
@@ -53,38 +53,23 @@ def cmd_check(path: str, out: TextIO | None = None) -> int:
         for (main, sub), count in sorted(by_sub.items()):
             if main == cat:
                 print(f"    {main}.{sub} {count}", file=out)
-    print(f"版本 {rb.source_hash[:12]}", file=out)
-    if compiled_note:
-        print(compiled_note, file=out)
+    if isinstance(built, str):
+        print(built, file=out)
         return 1
+    # The compiled version is what every review records and /health reports.
+    print(f"版本 {built.version}", file=out)
+    built.close()
     return 0
 
 
-def _try_compile(rb: n.Rulebase) -> str | None:
-    """Compile with the network compiler when it exists; a failure is reported, not raised."""
+def _build_network(rb: n.Rulebase) -> Engine | str:
+    """Compile the rulebase and register it as a rules network; a failure is reported, not raised."""
     try:
-        from audit_engine.lang.compiler import compile_rulebase
-    except ImportError:
-        return None
-    try:
-        compile_rulebase(rb)
+        return Engine(compile_rulebase(rb))
     except AuditEngineError as err:
         return f"编译失败：{err}"
-    return None
-
-
-def _network(rb: n.Rulebase) -> tuple[Callable[[PrescriptionFacts], list[Finding]] | None, str | None]:
-    """The rules network's evaluate function, when the engine module exists."""
-    try:
-        from audit_engine.engine import Engine
-        from audit_engine.lang.compiler import compile_rulebase
-    except ImportError:
-        return None, None
-    try:
-        engine: Any = Engine(compile_rulebase(rb))
     except Exception as err:  # the network is another stage: report it as a failed run, not a traceback
-        return None, f"规则网络无法建立：{type(err).__name__}: {err}"
-    return engine.evaluate, None
+        return f"规则网络无法建立：{type(err).__name__}: {err}"
 
 
 def _brief(findings: tuple[Finding, ...] | list[Finding]) -> str:
@@ -92,27 +77,25 @@ def _brief(findings: tuple[Finding, ...] | list[Finding]) -> str:
 
 
 def cmd_test(path: str, out: TextIO | None = None) -> int:
-    """Run every test case through the interpreter (and the network when present)."""
+    """Run every test case through the rules network and the interpreter; they must agree."""
     out = out or sys.stdout
     rb = _load(path, out)
     if rb is None:
         return 1
-    network, problem = _network(rb)
-    if problem:
-        print(problem, file=out)
+    engine = _build_network(rb)
+    if isinstance(engine, str):
+        print(engine, file=out)
+        return 1
     passed = failed = 0
     for case in rb.tests:
         try:
-            result = run_case(case, lambda facts: evaluate(rb, facts))
-            failures = list(result.failures)
-            if network is not None:
-                from audit_engine.lang.testcases import build_facts
-
-                facts, _ = build_facts(case)
-                net = network(facts)
-                if sorted(net, key=_key) != sorted(result.findings, key=_key):
-                    failures.append(f"规则网络与解释器结果不一致：网络 {_brief(net)}，解释器 {_brief(result.findings)}")
-                failures.extend(p for p in judge(case, net) if p not in failures)
+            facts, _ = build_facts(case)
+            net = engine.evaluate(facts)
+            oracle = evaluate(rb, facts)
+            failures = []
+            if sorted(net, key=_key) != sorted(oracle, key=_key):
+                failures.append(f"规则网络与解释器结果不一致：网络 {_brief(net)}，解释器 {_brief(oracle)}")
+            failures += judge(case, net)
         except Exception as err:  # one broken case must not hide the others
             failures = [f"运行出错：{type(err).__name__}: {err}"]
         where = f"{case.span.file}:{case.span.line}"
@@ -124,8 +107,9 @@ def cmd_test(path: str, out: TextIO | None = None) -> int:
         else:
             passed += 1
             print(f"通过 {where} {case.name}", file=out)
+    engine.close()
     print(f"{passed} passed, {failed} failed", file=out)
-    return 1 if (failed or problem) else 0
+    return 1 if failed else 0
 
 
 def _key(f: Finding) -> tuple[Any, ...]:

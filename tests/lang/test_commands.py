@@ -92,7 +92,16 @@ def test_a_disagreement_between_network_and_interpreter_fails_the_case(
     from audit_engine.lang import commands
 
     write("t.rules", rule("PREG", "当 患者.妊娠") + '测试 "妊娠" { 患者 妊娠 药品 布洛芬 200 mg tid 期望 触发 PREG }\n')
-    monkeypatch.setattr(commands, "_network", lambda rb: ((lambda facts: []), None))
+    class SilentNetwork:
+        """A network that never fires: the command must notice it disagrees with the interpreter."""
+
+        def evaluate(self, facts: object) -> list[object]:
+            return []
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(commands, "_build_network", lambda rb: SilentNetwork())
     assert main(["test", "t.rules"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "失败 t.rules:2 妊娠"
