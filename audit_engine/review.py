@@ -130,9 +130,9 @@ def review_payload(
     except Exception as exc:  # normalise promises FactIssues, not exceptions; a bug still must not pass silently
         raise ReviewFailedError("facts", exc) from exc
     t2 = time.perf_counter()
-    compiled_version = engine.version
     try:
-        rule_findings = engine.evaluate(facts)
+        # The version comes with the findings: a swap between two calls cannot mislabel a review.
+        compiled_version, rule_findings = engine.evaluate_versioned(facts)
     except Exception as exc:
         raise ReviewFailedError("engine", exc) from exc
     t3 = time.perf_counter()
