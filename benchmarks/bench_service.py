@@ -76,6 +76,22 @@ def real_engine_loads() -> bool:
     return r.returncode == 0
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User+system CPU of every live process in a process group (the server and its children)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ... utime(11) stime(12)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
@@ -140,17 +156,22 @@ def run_one(db: str, url: str, args: argparse.Namespace, fake: bool, tmp: Path) 
                         lat.append(dt)
 
         threads = [threading.Thread(target=client) for _ in range(8)]
+        cpu0 = group_cpu_seconds(proc.pid)
         t0 = time.perf_counter()
         for th in threads:
             th.start()
         for th in threads:
             th.join()
         wall = time.perf_counter() - t0
+        cpu = group_cpu_seconds(proc.pid) - cpu0
         print(f"{db:10} api processes={workers}  engine={'stand-in' if fake else 'shipped rulebase'}")
         print(f"  GET /health                 p50 {statistics.median(health):6.2f} ms  p99 {pct(health, 99):6.2f} ms")
         print(f"  order-sign, 1 client        p50 {statistics.median(single):6.2f} ms  p99 {pct(single, 99):6.2f} ms")
         print(f"  order-sign, 8 clients       p50 {statistics.median(lat):6.2f} ms  p99 {pct(lat, 99):6.2f} ms")
         print(f"  throughput, 8 clients       {len(lat) / wall:7.1f} reviews/s  ({len(lat)} reviews in {wall:.2f} s)")
+        per = cpu * 1000 / max(1, len(lat))
+        print(f"  service CPU per review      {per:6.2f} ms  (→ {2000 / per:6.1f} reviews/s if it had 2 idle cores;"
+              f" load average now {os.getloadavg()[0]:.1f})")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
