@@ -23,7 +23,7 @@ PAIRS = (
 
 
 class FakeEngine:
-    """Duck-types audit_engine.engine.Engine: version, evaluate, swap."""
+    """Duck-types audit_engine.engine.Engine: version, evaluate, evaluate_versioned, swap."""
 
     def __init__(self, version: str = "fake-v1") -> None:
         self.version = version
@@ -33,6 +33,11 @@ class FakeEngine:
 
     def swap(self, compiled: Any) -> None:
         self.version = str(getattr(compiled, "version", compiled))
+
+    def evaluate_versioned(self, facts: PrescriptionFacts) -> tuple[str, list[Finding]]:
+        """(version that evaluated, findings), as audit_engine.engine.Engine answers."""
+        version = self.version
+        return version, self.evaluate(facts)
 
     def evaluate(self, facts: PrescriptionFacts) -> list[Finding]:
         with self._lock:
