@@ -107,3 +107,34 @@ def test_the_database_refuses_a_task_status_outside_the_state_machine(engine: sa
         conn.execute(sa.text("UPDATE tasks SET status = 'aproved' WHERE id = :id"), {"id": rec.task.id})
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
         conn.execute(sa.text("UPDATE institutions SET level = '省级医院' WHERE code = 'M1'"))
+
+
+def test_the_sqlite_writer_lock_is_released_after_commit_rollback_and_errors(tmp_path) -> None:
+    import pytest
+
+    from audit_engine.store.db import WRITE_LOCKS, read_scope, session_scope
+
+    url = f"sqlite:///{tmp_path}/w.sqlite"
+    upgrade_schema(url)
+    eng = make_engine(url)
+    lock = WRITE_LOCKS[eng]
+    try:
+        with session_scope(eng) as s:
+            s.execute(sa.text("UPDATE audit_head SET last_seq = last_seq"))
+            assert lock.locked()
+        assert not lock.locked()
+        with pytest.raises(ZeroDivisionError), session_scope(eng) as s:
+            s.execute(sa.text("UPDATE audit_head SET last_seq = last_seq"))
+            raise ZeroDivisionError
+        assert not lock.locked()
+        with pytest.raises(sa.exc.IntegrityError), session_scope(eng) as s:
+            s.execute(sa.text("INSERT INTO audit_head (id, last_seq, last_hash) VALUES (1, 0, 'x')"))
+        assert not lock.locked()
+        with eng.begin() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        assert not lock.locked()
+        with read_scope(eng) as r:
+            r.execute(sa.text("SELECT 1"))
+            assert not lock.locked()  # readers never take it
+    finally:
+        eng.dispose()
