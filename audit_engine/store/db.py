@@ -9,6 +9,7 @@ snapshot, and ``busy_timeout`` makes competitors wait instead of erroring.
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 import time
@@ -70,8 +71,43 @@ def make_engine(url: str | None = None, **kw: Any) -> sa.Engine:
     return sa.create_engine(parsed, **kw)
 
 
+class FairLock:
+    """A first-come, first-served lock: a thread that releases and at once asks again queues
+    behind those already waiting (``threading.Lock`` would usually hand it straight back)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: collections.deque[threading.Event] = collections.deque()
+
+    def acquire(self, timeout: float = -1) -> bool:
+        with self._mutex:
+            if not self._held and not self._waiters:
+                self._held = True
+                return True
+            turn = threading.Event()
+            self._waiters.append(turn)
+        if turn.wait(None if timeout < 0 else timeout):
+            return True  # release() handed the lock to us
+        with self._mutex:
+            if turn.is_set():  # handed over just as we gave up
+                return True
+            self._waiters.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().set()  # stays held: ownership passes to the next in line
+            else:
+                self._held = False
+
+    def locked(self) -> bool:
+        return self._held
+
+
 # The in-process writer lock of each SQLite engine (exposed for tests and diagnostics).
-WRITE_LOCKS: weakref.WeakKeyDictionary[sa.Engine, threading.Lock] = weakref.WeakKeyDictionary()
+WRITE_LOCKS: weakref.WeakKeyDictionary[sa.Engine, FairLock] = weakref.WeakKeyDictionary()
 
 
 def _switch_to_wal(cur: Any) -> None:
@@ -104,7 +140,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
     # in SQLite's busy handler, which sleeps 1, 2, 5 … 100 ms between tries and turns a few
     # concurrent writers into a p99 of hundreds of milliseconds. Other processes still meet
     # SQLite's own lock and busy_timeout. The lock is released after COMMIT/ROLLBACK.
-    writer = threading.Lock()
+    writer = FairLock()
     holders: set[int] = set()
     WRITE_LOCKS[engine] = writer
 

@@ -138,3 +138,34 @@ def test_the_sqlite_writer_lock_is_released_after_commit_rollback_and_errors(tmp
             assert not lock.locked()  # readers never take it
     finally:
         eng.dispose()
+
+
+def test_the_fair_lock_serves_waiters_in_arrival_order() -> None:
+    import threading
+
+    from audit_engine.store.db import FairLock
+
+    lock = FairLock()
+    assert lock.acquire()
+    order: list[int] = []
+    arrived = [threading.Event() for _ in range(4)]
+
+    def waiter(n: int) -> None:
+        arrived[n].set()
+        assert lock.acquire(timeout=30)
+        order.append(n)
+        lock.release()
+
+    threads = []
+    for n in range(4):  # start them one by one so the arrival order is known
+        t = threading.Thread(target=waiter, args=(n,))
+        t.start()
+        arrived[n].wait()
+        while len(lock._waiters) < n + 1:
+            threading.Event().wait(0.001)
+        threads.append(t)
+    assert not lock.acquire(timeout=0)  # held, and a timed-out request leaves the queue intact
+    lock.release()
+    for t in threads:
+        t.join()
+    assert order == [0, 1, 2, 3] and not lock.locked()
