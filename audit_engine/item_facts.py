@@ -368,6 +368,10 @@ def normalise_item(entry: ResourceEntry, intake: Intake, *, dictionary: Dictiona
         doses.append(dose)
     if route is not None:
         item["route"] = route
+    # A route the order does not state is filled from the dictionary's default above; the
+    # form rule 途径已写 = 否 still needs to know it was missing. An unreadable route was written.
+    item["route_stated"] = route is not None or any(
+        i.code == "ROUTE_UNKNOWN" and i.item == item_id for i in issues)
     item["prn"] = prn
     item["overdose_reason"] = _overdose_reason(mr)
 

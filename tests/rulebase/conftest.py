@@ -27,9 +27,7 @@ def flagged_paths() -> list[Path]:
 
 # Flagged prescriptions whose rule needs a fact the normaliser does not establish yet. Strict: the
 # test starts failing (XPASS) the day the fact arrives, so the mark cannot outlive its reason.
-PENDING_FACTS: dict[str, str] = {
-    "form_route_missing": "FORM-ROUTE-MISSING reads item.route_stated (途径已写), not yet set by audit_engine.facts",
-}
+PENDING_FACTS: dict[str, str] = {}
 
 
 def flagged_params() -> list[Any]:
