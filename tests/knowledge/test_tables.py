@@ -215,7 +215,7 @@ def test_required_interaction_pairs_are_present(tables: dict[str, TableData], a:
     assert pair_row(tables["相互作用"], a, b) is not None
 
 
-@pytest.mark.parametrize(("other", "limit"), [("氨氯地平", 20.0), ("维拉帕米", 10.0), ("地尔硫卓", 10.0), ("胺碘酮", 10.0)])
+@pytest.mark.parametrize(("other", "limit"), [("氨氯地平", 20.0), ("维拉帕米", 10.0), ("地尔硫卓", 10.0), ("胺碘酮", 20.0)])
 def test_simvastatin_dose_conditional_limits_follow_fda_2011(tables: dict[str, TableData], other: str,
                                                              limit: float) -> None:
     r = row(tables["合用剂量上限"], "辛伐他汀", other)
