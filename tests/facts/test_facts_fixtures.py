@@ -308,3 +308,17 @@ def test_department_organization_part_of_the_township_centre() -> None:
     assert f.institution == {"code": "TOWNSHIP-003", "level": "乡镇卫生院"}
     assert f.prescriber["antimicrobial_grade"] == "非限制使用级"
     assert f.items[0]["frequency"] == 2 and f.items[0]["daily_dose_mg"] == 10
+
+
+def test_route_not_written_is_filled_from_the_dictionary_but_marked_unstated() -> None:
+    (written,) = facts_of("single_medication_request").items
+    (unwritten,) = facts_of("route_not_written").items
+    assert (written["route"], written["route_stated"]) == ("口服", True)
+    # The default route still lets route-specific rules work; 途径已写 = 否 lets the form rule flag it.
+    assert (unwritten["route"], unwritten["route_stated"]) == ("口服", False)
+
+
+def test_unreadable_route_counts_as_written() -> None:
+    (item,) = facts_of("bad_route_unknown").items
+    assert item["route_stated"] is True
+    assert "ROUTE_UNKNOWN" in issue_codes(facts_of("bad_route_unknown"))
