@@ -38,9 +38,6 @@ class Runtime:
     startup_error: str | None = None
     _last_sync: float = 0.0
     _sync_lock: threading.Lock = field(default_factory=threading.Lock)
-    # SQLite has one writer and H5's store begins every transaction IMMEDIATE: threads of this
-    # process queue here instead of in SQLite's busy handler, whose sleeps make a long tail.
-    sqlite_write_lock: threading.Lock = field(default_factory=threading.Lock)
     extras: dict[str, Any] = field(default_factory=dict)
     # Tests inject a factory (path or None -> engine); production loads real rulebases.
     engine_factory: Callable[[str | None], Engine] | None = None

@@ -102,12 +102,6 @@ async def submit(
     from audit_engine.store.reviews import submit_review
 
     def work() -> Any:
-        if runtime.is_sqlite:
-            with runtime.sqlite_write_lock:
-                return store()
-        return store()
-
-    def store() -> Any:
         engine = runtime.review_engine()  # may poll the DB for the active version: before our transaction
         try:
             # On SQLite every transaction holds the write lock: release it before the pipeline runs.
