@@ -92,6 +92,14 @@ EVENT_ZH = {
 }
 
 
+def _check(task: Task, event: str) -> None:
+    """Refuse an event the task's status does not allow, before anything is touched."""
+    if event not in TRANSITIONS.get(task.status, {}):
+        raise TransitionError(
+            f"Task/{task.id}", f"任务状态为 {task.status}，不能{EVENT_ZH.get(event, event)}"
+        )
+
+
 def _move(
     s: Session,
     task: Task,
@@ -102,11 +110,8 @@ def _move(
     detail: dict[str, object] | None = None,
 ) -> None:
     """Apply one state-machine event to a locked, fresh task row (or raise, changing nothing)."""
-    target = TRANSITIONS.get(task.status, {}).get(event)
-    if target is None:
-        raise TransitionError(
-            f"Task/{task.id}", f"任务状态为 {task.status}，不能{EVENT_ZH.get(event, event)}"
-        )
+    _check(task, event)
+    target = TRANSITIONS[task.status][event]
     if event == "release" and task.escalated:
         target = ESCALATED
     previous = task.status
@@ -221,6 +226,7 @@ def renew_lease(
     principal.require_role(*PHARMACIST_ROLES)
     at = now or utcnow()
     task = _locked_task(s, task_id, principal)
+    _check(task, "renew")
     _require_holder(task, principal)
     task.lease_expires_at = at + timedelta(seconds=lease_seconds)
     _move(s, task, "renew", actor=audit_log.Actor.of(principal), now=at)
@@ -232,9 +238,9 @@ def release(s: Session, *, task_id: str, principal: Principal, now: datetime | N
     principal.require_role(*PHARMACIST_ROLES)
     at = now or utcnow()
     task = _locked_task(s, task_id, principal)
+    _check(task, "release")
     _require_holder(task, principal)
-    if task.status == CLAIMED:
-        task.claimed_by = task.claimed_at = task.lease_expires_at = None
+    task.claimed_by = task.claimed_at = task.lease_expires_at = None
     _move(s, task, "release", actor=audit_log.Actor.of(principal), now=at)
     return _record(s, task)
 
@@ -262,6 +268,7 @@ def decide(
         raise InvalidRequestError(f"Task/{task_id}", "拒绝或打回必须填写理由")
     at = now or utcnow()
     task = _locked_task(s, task_id, principal)
+    _check(task, decision)
     _require_holder(task, principal)
     if task.status == CLAIMED:
         task.decision, task.reason = decision, reason
@@ -296,6 +303,8 @@ def doctor_answer(
     principal.require_role(HIS_ROLE)
     at = now or utcnow()
     task = _locked_task(s, task_id, principal)
+    if kind in ("insist", "modify"):
+        _check(task, kind)
     if kind == "insist":
         if not (reason and reason.strip()):
             raise InvalidRequestError(f"Task/{task_id}", "坚持原处方（双签）必须填写理由")

@@ -33,7 +33,7 @@ def snapshot(engine, task_id: str) -> tuple[object, ...]:
         t = s.get(Task, task_id)
         assert t is not None
         audit = s.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
-        return (t.status, t.version, t.claimed_by, t.decision, audit)
+        return (t.status, t.version, t.claimed_by, t.decision, t.lease_expires_at, t.next_review_id, audit)
 
 
 def claim(engine, principal) -> str:
@@ -113,8 +113,9 @@ def test_reject_needs_a_reason_and_unknown_decisions_are_refused(engine, world) 
 def test_illegal_moves_on_a_pending_task_raise_with_its_location_and_change_nothing(engine, world, illegal) -> None:
     tid = new_task(engine, world, "RX-E")
     before = snapshot(engine, tid)
-    with pytest.raises(TransitionError) as caught, session_scope(engine) as s:
-        illegal(s, world, tid)
+    with session_scope(engine) as s:  # even a caller that catches the error and commits keeps nothing
+        with pytest.raises(TransitionError) as caught:
+            illegal(s, world, tid)
     assert caught.value.location == f"Task/{tid}" and caught.value.status == 409
     assert snapshot(engine, tid) == before
 
