@@ -67,11 +67,11 @@ class Policy:
             yield "timeout_minutes 须为正整数"
         if self.answer_hours < 1:
             yield "answer_hours 须为正整数"
-        for name in ("work_start", "work_end"):
-            try:
-                _minutes(getattr(self, name))
-            except ValueError:
-                yield f"{name} 须为 HH:MM，实际为 {getattr(self, name)!r}"
+        try:
+            if _minutes(self.work_end) <= _minutes(self.work_start):
+                yield f"work_end 须晚于 work_start，实际为 {self.work_start}–{self.work_end}"
+        except ValueError:
+            yield f"work_start / work_end 须为 HH:MM，实际为 {self.work_start!r} / {self.work_end!r}"
         if not self.work_days or any(d not in range(1, 8) for d in self.work_days):
             yield f"work_days 须为 1..7 的星期数，实际为 {list(self.work_days)}"
         try:

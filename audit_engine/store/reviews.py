@@ -130,6 +130,15 @@ def submit_review(
         "retention_class": ret_class,
         "retain_until": retain_until(at, ret_class),
     }
+    # Everything that can refuse the request is checked before the first write, so even a
+    # caller that catches the error and commits keeps no half-written record.
+    previous: Review | None = None
+    if replaces_review_id is not None:
+        previous = s.get(Review, replaces_review_id)
+        if previous is None or previous.institution_id != institution_id:
+            raise NotFoundError(f"Review/{replaces_review_id}", "被修改的原审核不存在")
+    policy = policy_for(s, institution_id=institution_id)
+    deadline = policy.deadline(at)
     # Idempotency is decided by the unique (institution, identifier) constraint, in one
     # statement: a concurrent twin's insert makes ours do nothing, and we replay its review.
     if not _insert_prescription(s, rx):
@@ -138,13 +147,6 @@ def submit_review(
             raise InvalidRequestError(f"Prescription/{identifier}", "处方标识冲突，请重试")
         return _replay(s, existing, principal)
 
-    previous: Review | None = None
-    if replaces_review_id is not None:
-        previous = s.get(Review, replaces_review_id)
-        if previous is None or previous.institution_id != institution_id:
-            raise NotFoundError(f"Review/{replaces_review_id}", "被修改的原审核不存在")
-
-    policy = policy_for(s, institution_id=institution_id)
     findings: tuple[Finding, ...] = tuple(result.findings) if result is not None else ()
     unchecked = bool(result.unchecked) if result is not None else True
     verdict = (
@@ -215,7 +217,7 @@ def submit_review(
             "escalated": False,
             "max_level": review_row["max_level"],
             "created_at": at,
-            "deadline_at": policy.deadline(at),
+            "deadline_at": deadline,
             "version": 1,
         }
         s.execute(_table(Task).insert(), task_row)

@@ -103,3 +103,9 @@ def test_stored_policy_is_used_and_absent_means_defaults(engine, world) -> None:
     with session_scope(engine) as s:
         assert policy_for(s, institution_id=world.ids["M1"]) == custom
         assert policy_for(s, institution_id=world.ids["M2"]) == Policy()
+
+
+@pytest.mark.parametrize(("start", "end"), [("17:00", "08:00"), ("08:00", "08:00"), ("8h", "17:00"), ("08:00", "25:00")])
+def test_working_hours_must_be_a_real_interval(start: str, end: str) -> None:
+    with pytest.raises(InvalidRequestError, match="work_"):
+        Policy(work_start=start, work_end=end)

@@ -234,3 +234,14 @@ def test_an_overridden_explain_card_with_a_reason_is_the_doctors_explanation(eng
         got = reviews.get_review(s, review_id=rec.id, principal=world.his_m1)
         assert got is not None and got.outcome == "explained"
         assert "feedback.overridden" in [h.action for h in got.history]
+
+
+def test_an_unknown_replaced_review_is_refused_before_anything_is_written(engine, world, pipeline) -> None:
+    from audit_engine.errors import NotFoundError
+
+    with session_scope(engine) as s:  # the caller catches the error and commits anyway
+        with pytest.raises(NotFoundError) as caught:
+            reviews.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-ORPHAN"), kind="bundle",
+                                  engine=None, review_fn=pipeline, replaces_review_id="no-such-review")
+    assert caught.value.location == "Review/no-such-review"
+    assert count(engine, Prescription) == 0 and count(engine, AuditEntry) == 0
