@@ -27,6 +27,7 @@ from audit_engine.lang import nodes as n
 _TRUE = {"是", "true", "True", "TRUE", "1", "Y", "y", "yes"}
 _FALSE = {"否", "false", "False", "FALSE", "0", "N", "n", "no"}
 SOURCE_COLUMN = "来源"  # knowledge without a citation cannot be reviewed by a pharmacist
+_MEMO_LIMIT = 65_536  # remembered lookups per table; cleared, not evicted, when full
 ICD10 = re.compile(r"^[A-Z]\d{2}(\.[0-9A-Za-z]{1,10})?$")  # J45, N18.4, E11.900x001
 
 
@@ -60,6 +61,11 @@ class TableData:
     _wild: tuple[int, ...] = field(default=(), repr=False)
     _index_col: int = -1
     header: tuple[str, ...] = ()  # the CSV's column names, to place a caret under a cell
+    # Rows never change, so a lookup's answer depends on its keys alone. The same few keys
+    # come back many times in one review (several rules test the same pair) and across
+    # reviews (the county's common drugs), so answers are remembered, within a bound.
+    _memo: dict[tuple[Any, ...], dict[str, Any] | None] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, decl: n.TableDecl, path: str, rows: list[dict[str, Any]],
@@ -94,6 +100,17 @@ class TableData:
         for a text set, or None when the fact is absent), or None when no row matches."""
         if len(keys) != len(self.decl.keys) or any(k is None for k in keys):
             return None
+        memo_key = tuple(tuple(k) if isinstance(k, list | tuple | set | frozenset) else k for k in keys)
+        try:
+            return self._memo[memo_key]
+        except KeyError:
+            pass
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+        row = self._memo[memo_key] = self._find(keys)
+        return row
+
+    def _find(self, keys: Sequence[Any]) -> dict[str, Any] | None:
         matches: list[int] = []
         for i in self._candidates(keys):
             row = self.rows[i]
