@@ -9,7 +9,8 @@ from typing import Any
 from apiworld import World, load_fixture
 
 SERVICE = "/cds-services/county-prescription-review"
-DATA = Path(__file__).parent / "data"
+# HL7 PDDI CDS Hooks requests (CC0), copied once for all tests; see the SOURCES.md there.
+DATA = Path(__file__).resolve().parents[2] / "fixtures" / "fhir" / "intake" / "external" / "hl7-pddi-cds"
 
 
 def order_sign(bundle: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +90,9 @@ def test_a_clean_prescription_gets_no_cards_or_only_info(world: World) -> None:
 
 def test_hl7_pddi_requests_never_get_a_5xx(world: World) -> None:
     w = world
-    for path in sorted(DATA.glob("*.json")):
+    paths = sorted(DATA.glob("*.json"))
+    assert len(paths) == 4, "the four HL7 PDDI requests must be there"
+    for path in paths:
         doc = json.loads(path.read_text(encoding="utf-8"))
         r = w.client.post(SERVICE, json=doc, headers=w.his())
         assert r.status_code < 500, path.name
