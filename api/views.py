@@ -8,34 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from audit_engine.fhir_out import VERDICT_ZH
 from audit_engine.findings import Finding
+from audit_engine.review import PayloadKind, finding_json
 
 if TYPE_CHECKING:
     from api.runtime import Runtime
     from audit_engine.auth import Principal
 
-Kind = Literal["bundle", "cds", "medication_request"]
-
-
-def finding_json(f: Finding) -> dict[str, Any]:
-    """A finding in the native API (the same keys ``audit-engine review`` prints)."""
-    return {
-        "rule_id": f.rule_id,
-        "title": f.title,
-        "level": f.level,
-        "category": f.category,
-        "subtype": f.subtype,
-        "message": f.message,
-        "suggestion": f.suggestion,
-        "evidence": f.evidence,
-        "implicated": list(f.implicated),
-    }
+Kind = PayloadKind
 
 
 def jsonable(value: Any) -> Any:

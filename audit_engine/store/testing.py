@@ -12,7 +12,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +20,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 
 from audit_engine.findings import Finding
+from audit_engine.review import ReviewResult
 from audit_engine.schema import FactIssue, PrescriptionFacts
 
 DEFAULT_TEST_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -70,26 +71,6 @@ def temporary_sqlite(folder: str) -> Iterator[str]:
 
 
 # --------------------------------------------------------------------------- a fake pipeline
-@dataclass(frozen=True, slots=True)
-class FakeResult:
-    """Shaped like ``audit_engine.review.ReviewResult``."""
-
-    prescription_id: str | None
-    facts: PrescriptionFacts
-    findings: tuple[Finding, ...]
-    rulebase_version: str
-    items: tuple[str, ...]
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def unchecked(self) -> bool:
-        return bool(self.facts.issues)
-
-    @property
-    def max_level(self) -> int:
-        return max((f.level for f in self.findings), default=0)
-
-
 def medication_bundle(
     identifier: str | None,
     *,
@@ -162,7 +143,7 @@ class FakePipeline:
         engine: Any,
         client_institution: dict[str, Any] | None = None,
         today: date | None = None,
-    ) -> FakeResult:
+    ) -> ReviewResult:
         import json
 
         self.calls += 1
@@ -197,7 +178,7 @@ class FakePipeline:
             issues=issues,
             prescription_id=identifier,
         )
-        return FakeResult(identifier, facts, findings, self.version, refs, {"intake": 0.1, "engine": 0.1})
+        return ReviewResult(identifier, facts, findings, self.version, refs, {"intake": 0.1, "engine": 0.1})
 
 
 ReviewFn = Callable[..., Any]

@@ -6,7 +6,7 @@ import copy
 from datetime import date
 
 import pytest
-from facts_support import load_fixture
+from fhir_support import load_fixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 import pytest
-from facts_support import EXTERNAL
+from fhir_support import EXTERNAL
 
 from audit_engine import intake
 from audit_engine.facts import normalise

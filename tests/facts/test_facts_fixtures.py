@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from facts_support import FIXTURES, facts_of, issue_codes, load_fixture, parse_any
+from fhir_support import FIXTURES, facts_of, issue_codes, load_fixture, parse_any
 
 from audit_engine import clinical
 from audit_engine.errors import IntakeError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from facts_support import load_fixture
+from fhir_support import load_fixture
 
 from audit_engine import intake
 from audit_engine.facts import normalise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from facts_support import FIXTURES, load_fixture, parse_any
+from fhir_support import FIXTURES, load_fixture, parse_any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

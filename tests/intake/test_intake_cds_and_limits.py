@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from intake_support import EXTERNAL, load_fixture
+from fhir_support import EXTERNAL, load_fixture
 
 from audit_engine import intake
 from audit_engine.errors import IntakeError

@@ -1,4 +1,4 @@
-"""Helpers for the facts tests: load an intake fixture and normalise it with the shipped dictionary."""
+"""Helpers for the intake and facts tests: load an intake fixture and normalise it with the shipped dictionary."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from audit_engine.facts import normalise
 from audit_engine.knowledge.dictionary import load_dictionary
 from audit_engine.schema import PrescriptionFacts
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "fhir" / "intake"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fhir" / "intake"
 EXTERNAL = FIXTURES / "external"  # copies of /work/shared/data/external (see SOURCES.md there)
 
 

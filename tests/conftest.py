@@ -1,4 +1,4 @@
-"""Every store test runs on SQLite and on PostgreSQL (a fresh schema per test)."""
+"""Database fixtures: every store and queue test runs on SQLite and on PostgreSQL (a fresh schema per test)."""
 
 from __future__ import annotations
 
