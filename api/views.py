@@ -7,6 +7,7 @@ native API review in exactly the same way.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,8 @@ def thresholds(record: Any) -> tuple[int, int]:
 
 
 def review_json(record: Any) -> dict[str, Any]:
-    """The native review body: id, verdict, findings, rulebase_version, then status and history."""
+    """The native review body: id, verdict, findings, rulebase_version, then status and history;
+    ``context`` (see :func:`context_json`) when the record was read with its facts."""
     body: dict[str, Any] = {
         "id": record.id,
         "verdict": record.verdict,
@@ -65,7 +67,63 @@ def review_json(record: Any) -> dict[str, Any]:
     ):
         if hasattr(record, name):
             body[name] = jsonable(getattr(record, name))
+    if getattr(record, "facts", None) is not None:  # read with with_facts=True: the workbench's view
+        body["context"] = context_json(record.facts, record.findings,
+                                       institution_code=getattr(record, "institution_code", None))
     return body
+
+
+# The patient / prescription facts the workbench shows; None means "the engine could not establish it".
+_PATIENT_KEYS = ("sex", "age_years", "age_months", "age_days", "population", "weight", "egfr", "pregnant",
+                 "lactating", "hepatic_impairment", "allergies")
+_DOSE_UNITS = (("dose_mg", "mg"), ("dose_ml", "mL"), ("dose_iu", "IU"))
+
+
+def context_json(facts: dict[str, Any] | None, findings: Sequence[Finding] = (), *,
+                 institution_code: str | None = None) -> dict[str, Any]:
+    """``context``: who the patient is and what was prescribed, from the stored normalised facts.
+
+    ``patient`` holds the facts named in ``_PATIENT_KEYS`` plus ``diagnoses`` (ICD-10 code and
+    name); ``prescription`` holds type (门诊/急诊), department, date, long_term, prescriber_title,
+    institution_code and institution_level; ``items`` has one entry per order under review with
+    reference, name, dose (a list of {value, unit}, one per unit dimension), frequency (per day),
+    route, days, prn, ``implicated_by`` (rule ids of the findings naming this order), ``max_level``
+    and ``issues`` (what the normaliser could not read in it). Every key is always present: null
+    means the fact could not be established (shown as 未知), never that it was left out. The
+    prescription's own institution code wins over ``institution_code`` (the submitting client's).
+    """
+    facts = facts or {}
+    patient_facts: dict[str, Any] = facts.get("patient") or {}
+    patient = {k: patient_facts.get(k) for k in _PATIENT_KEYS}
+    diagnoses = [{"code": d.get("code"), "name": d.get("name")} for d in facts.get("diagnoses") or []]
+    # An empty list is "none recorded" only when a diagnosis list was supplied (then `chronic` is set).
+    patient["diagnoses"] = diagnoses if diagnoses or "chronic" in patient_facts else None
+    rx: dict[str, Any] = facts.get("prescription") or {}
+    prescriber: dict[str, Any] = facts.get("prescriber") or {}
+    institution: dict[str, Any] = facts.get("institution") or {}
+    prescription = {
+        "type": rx.get("type"), "department": rx.get("department"), "date": rx.get("date"),
+        "long_term": rx.get("long_term"), "prescriber_title": prescriber.get("title"),
+        "institution_code": institution.get("code") or institution_code, "institution_level": institution.get("level"),
+    }
+    issues: list[dict[str, Any]] = [i for i in facts.get("issues") or [] if isinstance(i, dict)]
+    items = []
+    for item in facts.get("items") or []:
+        ref = str(item.get("reference") or f"MedicationRequest/{item.get('id')}")
+        hits = [f for f in findings if ref in f.implicated]
+        items.append({
+            "reference": ref,
+            "name": item.get("name"),
+            "dose": [{"value": item[key], "unit": unit} for key, unit in _DOSE_UNITS if key in item],
+            "frequency": item.get("frequency"),
+            "route": item.get("route"),
+            "days": item.get("days"),
+            "prn": item.get("prn"),
+            "implicated_by": sorted({f.rule_id for f in hits}),
+            "max_level": max((f.level for f in hits), default=0),
+            "issues": [str(i.get("message")) for i in issues if i.get("item") == item.get("id")],
+        })
+    return {"patient": patient, "prescription": prescription, "items": items}
 
 
 async def submit(

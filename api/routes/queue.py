@@ -47,7 +47,8 @@ def task_fhir(task: Any) -> dict[str, Any]:
 def _review_of(session: Any, task: Any, principal: Any) -> Any:
     from audit_engine.store.reviews import get_review
 
-    return get_review(session, review_id=task.review_id, principal=principal)
+    # With the facts: the pharmacist needs the patient and the drugs beside the findings.
+    return get_review(session, review_id=task.review_id, principal=principal, with_facts=True)
 
 
 @router.post(

@@ -114,7 +114,11 @@ async def create_review(
 @router.get(
     "/reviews/{review_id}",
     summary="查询审核结果、药师决定与历史（可长轮询）",
-    description="`?wait=30`：药师尚未决定时最多等待 30 秒，决定一出立即返回。",
+    description=(
+        "`?wait=30`：药师尚未决定时最多等待 30 秒，决定一出立即返回。返回体另含 `context`：由归一化事实生成的"
+        "患者（性别、年龄、体重、eGFR、妊娠/哺乳、过敏、诊断）、处方（类型、科室、医师职称、机构）与药品清单"
+        "（剂量、频次、途径、天数、被哪些问题涉及）；值为 null 表示系统无法确定。"
+    ),
     responses={200: {"content": {"application/json": {"example": _REVIEW_EXAMPLE}}}, 404: {"description": "不存在或无权查看"}},
 )
 async def read_review(
@@ -130,7 +134,7 @@ async def read_review(
 
     def load() -> Any:
         try:
-            record = get_review(session, review_id=review_id, principal=principal)
+            record = get_review(session, review_id=review_id, principal=principal, with_facts=True)
             session.commit()  # the read is logged
         except BaseException:
             session.rollback()
