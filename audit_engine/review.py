@@ -98,7 +98,7 @@ def system_finding(issue: FactIssue, facts: PrescriptionFacts) -> Finding:
         subtype="无法审核",
         level=SYSTEM_FINDING_LEVEL,
         message=issue.message,
-        evidence="医疗机构处方审核规范（2018）第十五条：信息系统无法审核的处方由药师人工审核",
+        evidence="《医疗机构处方审核规范》（国卫办医发〔2018〕14号）：处方经药师审核通过后方可调配；信息系统未能审核的内容由药师人工审核",
         implicated=implicated,
         suggestion="请药师人工审核" + (f"（{issue.where}）" if issue.where else ""),
     )
