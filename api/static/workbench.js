@@ -82,6 +82,61 @@
     if (sel) sel.scrollIntoView({ block: "nearest" });
   }
 
+  // Context facts: null means the engine could not establish the fact, shown as 未知 (never blank).
+  const UNKNOWN = '<span class="unknown">未知</span>';
+  const known = (v) => v !== null && v !== undefined && v !== "";
+  const num = (v) => String(Math.round(Number(v) * 1000) / 1000);
+  const yesNo = (v) => (v === true ? '<span class="alert">是</span>' : v === false ? "否" : UNKNOWN);
+  const list = (v, fmt) => (!Array.isArray(v) ? UNKNOWN : v.length ? v.map(fmt).join("、") : "无");
+
+  function age(p) {
+    if (!known(p.age_years)) return UNKNOWN;
+    if (p.age_years >= 3) return esc(p.age_years) + " 岁";
+    if (p.age_years >= 1) return esc(p.age_years) + " 岁 " + esc((p.age_months || 0) % 12) + " 个月";
+    if (known(p.age_months) && p.age_months >= 1) return esc(p.age_months) + " 个月（" + esc(p.age_days) + " 天）";
+    return known(p.age_days) ? esc(p.age_days) + " 天" : UNKNOWN;
+  }
+
+  function contextHtml(ctx, findings) {
+    const titles = {};
+    (findings || []).forEach((f) => { titles[f.rule_id] = f.title; });
+    if (!ctx) return '<p class="unknown">未能取得患者与处方信息</p>';
+    const p = ctx.patient || {}, rx = ctx.prescription || {};
+    const v = (x, unit) => (known(x) ? esc(typeof x === "number" ? num(x) : x) + (unit ? " " + unit : "") : UNKNOWN);
+    const cell = (label, html, cls) => '<div class="fact' + (cls ? " " + cls : "") + '"><dt>' + label + "</dt><dd>" + html + "</dd></div>";
+    const allergies = list(p.allergies, (a) => '<span class="alert">' + esc(a) + "</span>");
+    const diagnoses = list(p.diagnoses, (d) => (known(d.code) ? "<code>" + esc(d.code) + "</code> " : "") + (known(d.name) ? esc(d.name) : UNKNOWN));
+    const patient =
+      '<dl id="patient" class="facts">' +
+      cell("性别", v(p.sex)) + cell("年龄", age(p) + (known(p.population) ? '<small>（' + esc(p.population) + "）</small>" : "")) +
+      cell("体重", v(p.weight, "kg")) + cell("eGFR", v(p.egfr, "mL/min/1.73m²")) +
+      cell("妊娠", yesNo(p.pregnant)) + cell("哺乳", yesNo(p.lactating)) +
+      cell("过敏", allergies, "wide") + cell("诊断", diagnoses, "wide") + "</dl>";
+    const type = known(rx.type) ? '<span class="tag' + (rx.type === "急诊" ? " emergency" : "") + '">' + esc(rx.type) + "</span>" : UNKNOWN;
+    const prescription =
+      '<dl id="prescription" class="facts">' +
+      cell("处方类型", type + (rx.long_term ? '<span class="tag">长期处方</span>' : "")) + cell("科室", v(rx.department)) +
+      cell("医师职称", v(rx.prescriber_title)) +
+      cell("机构", v(rx.institution_code) + (known(rx.institution_level) ? "（" + esc(rx.institution_level) + "）" : "")) +
+      cell("开具日期", v(rx.date)) + "</dl>";
+    const rows = (ctx.items || []).map((it, i) => {
+      const flagged = (it.implicated_by || []).length > 0;
+      const cls = flagged ? "implicated" + (it.max_level >= 7 ? " high" : "") : "";
+      const dose = (it.dose || []).length ? it.dose.map((d) => esc(num(d.value)) + " " + esc(d.unit)).join(" / ") : UNKNOWN;
+      const freq = known(it.frequency) ? "每日 " + esc(num(it.frequency)) + " 次" : UNKNOWN;
+      const notes = (it.issues || []).map((m) => '<div class="issue">' + esc(m) + "</div>").join("");
+      return '<tr class="' + cls + '" data-ref="' + esc(it.reference) + '"><td>' + (i + 1) + "</td>" +
+        "<td>" + (known(it.name) ? esc(it.name) : UNKNOWN) + notes + "</td><td>" + dose + "</td>" +
+        "<td>" + freq + (it.prn ? "（按需）" : "") + "</td><td>" + v(it.route) + "</td><td>" + v(it.days, "天") + "</td>" +
+        "<td>" + (flagged ? '<span class="tag lv">' + esc(it.max_level) + " 级</span>" + it.implicated_by.map((r) => '<span title="' + esc(r) + '">' + esc(titles[r] || r) + "</span>").join("、") : "—") + "</td></tr>";
+    }).join("");
+    const drugs =
+      "<h3>药品（" + (ctx.items || []).length + "）</h3>" +
+      '<table id="drugs"><thead><tr><th>#</th><th>药品</th><th>单次剂量</th><th>频次</th><th>途径</th><th>天数</th><th>涉及问题</th></tr></thead>' +
+      "<tbody>" + (rows || '<tr><td colspan="7">' + UNKNOWN + "</td></tr>") + "</tbody></table>";
+    return "<h3>患者</h3>" + patient + "<h3>处方</h3>" + prescription + drugs;
+  }
+
   async function loadDetail() {
     const t = state.tasks[state.selected];
     if (!t) { state.detail = null; $("detail").innerHTML = '<p class="hint">队列为空。按 <kbd>c</kbd> 领取，<kbd>g</kbd> 刷新。</p>'; return; }
@@ -96,7 +151,8 @@
       "<h2>任务 " + esc(d.id.slice(0, 8)) + " · " + esc(STATUS_ZH[d.status] || d.status) + "</h2>" +
       "<p>机构 " + esc(d.institution_code || "") + " · 系统结论 " + esc(rv.verdict_zh || rv.verdict || "") +
       " · 处方号 " + esc(rv.prescription_identifier || "—") + " · 规则库 " + esc((rv.rulebase_version || "").slice(0, 12)) + "</p>" +
-      "<h3>系统发现的问题（" + (rv.findings || []).length + "）</h3>" + (findings || "<p>无</p>") +
+      contextHtml(rv.context, rv.findings) +
+      '<h3 id="findings-title">系统发现的问题（' + (rv.findings || []).length + "）</h3>" + (findings || "<p>无</p>") +
       '<p class="actions"><kbd>a</kbd>通过 <kbd>r</kbd>拒绝 <kbd>b</kbd>打回</p>';
   }
 
