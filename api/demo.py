@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
+from audit_engine.schema import INSTITUTION_LEVELS
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "fhir"
 
 INSTITUTIONS = (
@@ -70,14 +72,31 @@ def demo_prescriptions() -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
+def _level_of(bundle: dict[str, Any]) -> str | None:
+    """The institution level the sample was written for (its Organization's type text)."""
+    for entry in bundle.get("entry", []):
+        res = entry.get("resource") or {}
+        if res.get("resourceType") == "Organization" and "partOf" not in res:
+            for t in res.get("type") or []:
+                if isinstance(t, dict) and t.get("text") in INSTITUTION_LEVELS:
+                    return str(t["text"])
+    return None
+
+
 def _for_institution(bundle: dict[str, Any], code: str) -> dict[str, Any]:
-    """The same prescription as another member would send it: its own prescription numbers."""
+    """The same prescription as member ``code`` would send it: its own prescription numbers,
+    and the member itself as the Organization, so the facts name the institution that sent it."""
     doc = copy.deepcopy(bundle)
+    name, level = next((n, lv) for c, n, lv, _ in INSTITUTIONS if c == code)
     ident = doc.get("identifier")
     if isinstance(ident, dict) and isinstance(ident.get("value"), str):
         ident["value"] = f"{code}-{ident['value']}"
     for entry in doc.get("entry", []):
         res = entry.get("resource") or {}
+        if res.get("resourceType") == "Organization" and "partOf" not in res:
+            res["identifier"] = [{"system": "urn:cn:county:institution", "value": code}]
+            res["name"] = name
+            res["type"] = [{"text": level}]
         if res.get("resourceType") == "MedicationRequest":
             for ident in res.get("identifier", []) or []:
                 if isinstance(ident.get("value"), str):
@@ -160,7 +179,12 @@ def _review_day(db: sa.Engine, out: TextIO, engine: Any) -> int:
     counts: dict[str, int] = {}
     reviewed = 0
     for n, (name, bundle) in enumerate(samples):
-        code = codes[n % len(codes)]
+        # A sample written for a village clinic is sent by a village clinic: level rules then
+        # judge it as intended, and the pharmacist sees one institution, not two.
+        level = _level_of(bundle)
+        same_level = [c for c, _, lv, _ in INSTITUTIONS if lv == level and c in principals]
+        pool = same_level or codes
+        code = pool[n % len(pool)]
         try:
             with session_scope(db) as s:
                 record = submit_review(s, principal=principals[code], payload=_for_institution(bundle, code),
