@@ -84,7 +84,7 @@ def test_sigkill_mid_load_loses_no_answered_review_and_timeouts_resume(deploymen
         untasked = c.scalar(sa.select(sa.func.count()).select_from(Review).where(
             Review.verdict == "recheck", ~sa.exists().where(Task.review_id == Review.id)))
         assert untasked == 0
-        pending = c.scalar(sa.select(sa.func.count()).select_from(Task).where(Task.status == "pending"))
+        pending = c.execute(sa.select(sa.func.count()).select_from(Task).where(Task.status == "pending")).scalar_one()
     assert pending >= 40
 
     # Time passes while the service is down: every pending task is now overdue.
