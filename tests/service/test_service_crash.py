@@ -96,7 +96,7 @@ def test_sigkill_mid_load_loses_no_answered_review_and_timeouts_resume(deploymen
         left = pending
         while time.monotonic() < deadline:
             with db.connect() as c:
-                left = c.scalar(sa.select(sa.func.count()).select_from(Task).where(Task.status == "pending"))
+                left = c.execute(sa.select(sa.func.count()).select_from(Task).where(Task.status == "pending")).scalar_one()
             if left == 0:
                 break
             time.sleep(0.3)
