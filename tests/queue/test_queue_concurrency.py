@@ -45,9 +45,15 @@ def pharmacist(world: World, n: int) -> Principal:
     )
 
 
-def work_the_queue(url: str, who: Principal, his: Principal, claimed: list[str], errors: list[BaseException], start: threading.Barrier) -> None:
-    """One pharmacist on their own connection: claim, decide, and answer returns, until empty."""
-    eng = make_engine(url, pool_size=1, max_overflow=0) if url.startswith("postgresql") else make_engine(url)
+def work_the_queue(url: str, who: Principal, his: Principal, claimed: list[str], errors: list[BaseException],
+                   start: threading.Barrier, shared: sa.Engine | None = None) -> None:
+    """One pharmacist: claim, decide, and answer returns, until the queue is empty.
+
+    On PostgreSQL each pharmacist has a connection of their own (as separate service
+    processes would). On SQLite the pharmacists are threads of one service process and share
+    its engine, and with it the engine's first-come, first-served write lock.
+    """
+    eng = shared or make_engine(url, pool_size=1, max_overflow=0)
     try:
         start.wait()
         while True:
@@ -67,7 +73,8 @@ def work_the_queue(url: str, who: Principal, his: Principal, claimed: list[str],
     except BaseException as exc:
         errors.append(exc)
     finally:
-        eng.dispose()
+        if shared is None:
+            eng.dispose()
 
 
 def run_claimers(db_url: str, engine: sa.Engine, world: World, *, tasks: int, claimers: int) -> None:
@@ -76,7 +83,8 @@ def run_claimers(db_url: str, engine: sa.Engine, world: World, *, tasks: int, cl
     errors: list[BaseException] = []
     start = threading.Barrier(claimers)
     threads = [
-        threading.Thread(target=work_the_queue, args=(db_url, pharmacist(world, n), world.his_c1, claimed_by[n], errors, start))
+        threading.Thread(target=work_the_queue, args=(db_url, pharmacist(world, n), world.his_c1, claimed_by[n], errors,
+                                                      start, None if db_url.startswith("postgresql") else engine))
         for n in range(claimers)
     ]
     for t in threads:
