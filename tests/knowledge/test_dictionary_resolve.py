@@ -23,7 +23,8 @@ from audit_engine.knowledge.dictionary import (
 )
 
 DATA = Path(__file__).parent / "data"
-EXTERNAL = Path("/work/shared/data/external")
+# The shipped copy of the external data (see its SOURCES.md); it holds every resource type that carries RxNorm codes.
+EXTERNAL = Path(__file__).resolve().parents[2] / "fixtures" / "fhir" / "intake" / "external"
 
 
 def _external_rows() -> list[dict[str, str]]:
@@ -39,8 +40,6 @@ def test_every_external_rxnorm_product_maps_to_its_county_drug(row: dict[str, st
 
 
 def test_fixture_lists_every_rxnorm_code_in_the_external_data() -> None:
-    if not EXTERNAL.exists():
-        pytest.skip("shared external data not mounted")
     seen: set[str] = set()
 
     def walk(o: object) -> None:
@@ -58,7 +57,8 @@ def test_fixture_lists_every_rxnorm_code_in_the_external_data() -> None:
             walk(json.loads(line))
     for f in glob.glob(str(EXTERNAL / "synthea-bundles" / "*.json")) + glob.glob(str(EXTERNAL / "hl7-pddi-cds" / "*.json")):
         walk(json.loads(Path(f).read_text(encoding="utf-8")))
-    assert seen <= {r["code"] for r in _external_rows()}
+    # Equality, not inclusion: an empty or partial walk (files missing) must fail, not pass.
+    assert seen == {r["code"] for r in _external_rows()}
 
 
 def test_rxnorm_product_pins_strength_so_tablets_convert_to_mg() -> None:
