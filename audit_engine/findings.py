@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 CATEGORIES = ("合法性", "规范性", "适宜性")
 
@@ -31,17 +31,3 @@ class Finding:
     def sort_key(self) -> tuple[int, str, tuple[str, ...]]:
         return (-self.level, self.rule_id, self.implicated)
 
-
-@dataclass(frozen=True, slots=True)
-class FindingSet:
-    """All findings of one evaluation, sorted most severe first."""
-
-    findings: tuple[Finding, ...] = field(default_factory=tuple)
-
-    @classmethod
-    def of(cls, findings: list[Finding]) -> FindingSet:
-        return cls(tuple(sorted(findings, key=Finding.sort_key)))
-
-    @property
-    def max_level(self) -> int:
-        return max((f.level for f in self.findings), default=0)
