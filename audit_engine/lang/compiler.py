@@ -78,6 +78,11 @@ MAX_SHARD_BRANCHES = 56  # + sentinel + 3 catch-alls = 60 rules per ruleset (cor
 MAX_KEYED_BRANCHES = 16
 MAX_PROPS = 240  # core limit 253 properties per fact, with t / sid / idx
 MAX_BRANCHES = 16  # DNF disjuncts of one pair rule before it falls back to one derived field
+# The core caps the expressions of one node (error 113, ERR_EXPRESSION_LIMIT_EXCEEDED). In
+# ``_size`` units (an atom 1, each $and/$or 2 more) the smallest refused test measured here was
+# 49 (thousands of random and/or trees; none of 44 or less was refused): a larger test falls
+# back to one derived field, like a pair rule with too many branches.
+MAX_TEST_SIZE = 40
 _ROLE_FACT = {"a": "item", "b": "item", "p": "pair", "rx": "rx"}
 
 
@@ -160,14 +165,22 @@ def _lower_rule(index: int, rule: n.Rule) -> _RuleOut:
     formula: Formula = All((scope, low.lower(trig.cond)))
     if kind == "pair":
         branches = _dnf(formula)
-        if branches is None or len(branches) > MAX_BRANCHES:
-            # Too many role-crossing disjunctions: the host decides the whole condition per
-            # ordered pair; the network still tests the scope and joins the pair.
+        if branches is None or len(branches) > MAX_BRANCHES or any(
+                _size(t) > MAX_TEST_SIZE for br in branches for tests in br.values() for t in tests):
+            # Too many role-crossing disjunctions, or a test too large for the core: the host
+            # decides the whole condition per ordered pair; the network still tests the scope
+            # and joins the pair.
             derived.clear()
             scope_test = _test(scope)
             branches = [{"a": [] if scope_test is None else [scope_test], "p": [{derive(trig.cond, "p"): True}]}]
     else:
         whole = _test(formula)
+        if whole is not None and _size(whole) > MAX_TEST_SIZE:
+            # Too large for the core: the host decides the condition, the network the scope.
+            derived.clear()
+            scope_test = _test(scope)
+            decided = {derive(trig.cond, ctx): True}
+            whole = decided if scope_test is None else {"$and": [scope_test, decided]}
         branches = [{ctx: [] if whole is None else [whole]}]
     return _RuleOut(index, rule, kind, branches, derived, low.props, _route_keys(trig, roles))
 
@@ -227,6 +240,15 @@ def _test(f: Formula) -> dict[str, Any] | None:
         return None
     tests = [t for t in parts if t is not None]
     return alpha.NEVER if not tests else tests[0] if len(tests) == 1 else {"$or": tests}
+
+
+def _size(test: dict[str, Any]) -> int:
+    """How much of the core's per-node expression budget a test uses (see MAX_TEST_SIZE)."""
+    if len(test) == 1:
+        op, parts = next(iter(test.items()))
+        if op in ("$and", "$or") and isinstance(parts, list):
+            return 2 + sum(_size(p) for p in parts)
+    return 1
 
 
 def _roles(f: Formula) -> set[str]:
