@@ -16,9 +16,10 @@ Pure functions over plain values (no FHIR models), so they can be property-teste
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from audit_engine import units
+from audit_engine import schema, units
 
 # --- units --------------------------------------------------------------------------------
 
@@ -270,3 +271,28 @@ def duration_days(value: float | None, unit: str | None) -> float | None:
     if factor is None or value < 0:
         return None
     return float(value) * factor
+
+
+# dimension -> flat fact key, as the catalogue defines the multi-unit dose fields
+def _variants(name: str) -> dict[str, str]:
+    fld = schema.field_of("item", name)
+    assert fld is not None and fld.variants, name
+    return fld.variants
+
+
+DOSE_KEYS = _variants("dose")
+DAILY_DOSE_KEYS = _variants("daily_dose")
+
+
+def dose_facts(dose: Mapping[str, float], daily: Mapping[str, float], weight_kg: float | None) -> dict[str, float]:
+    """The item fact keys of a dose: ``dose_*`` and ``daily_dose_*`` per dimension (values in
+    the dimension's base unit, by ``schema``'s variants), and per-kg doses for a mass dose
+    when the weight is known. Values are rounded to 6 decimals, so float noise never decides
+    a comparison at a limit."""
+    out = {DOSE_KEYS[dim]: round(v, 6) for dim, v in dose.items()}
+    out.update({DAILY_DOSE_KEYS[dim]: round(v, 6) for dim, v in daily.items()})
+    if weight_kg is not None and weight_kg > 0 and "mass" in dose:
+        out["dose_per_kg"] = round(dose["mass"] / weight_kg, 6)
+        if "mass" in daily:
+            out["daily_dose_per_kg"] = round(daily["mass"] / weight_kg, 6)
+    return out

@@ -27,7 +27,6 @@ from audit_engine.schema import FactIssue
 
 OVERDOSE_REASON_URL = "urn:audit-engine:fhir:StructureDefinition:overdose-reason"
 OVERDOSE_NOTE_PREFIXES = ("超量理由", "超剂量理由", "超说明书剂量理由", "超剂量原因")
-VARIANT_KEYS = {"mass": "mg", "volume": "ml", "activity": "iu"}
 _TEXT_DOSE_RE = re.compile(
     r"(?:每次|一次|每回)?\s*(\d+(?:\.\d+)?)\s*(mg|g|µg|μg|ug|mcg|ml|iu|万u|万iu|u|片|粒|袋|支|丸|毫克|克|微克|毫升|单位|万单位)",
     re.IGNORECASE,
@@ -381,15 +380,8 @@ def normalise_item(entry: ResourceEntry, intake: Intake, *, dictionary: Dictiona
         for d in read:
             for dim, v in d.variants.items():
                 dose_max[dim] = max(dose_max.get(dim, 0.0), v)
-        for dim, v in dose_max.items():
-            item[f"dose_{VARIANT_KEYS[dim]}"] = _r(v)
         daily = _daily(doses)
-        for dim, v in daily.items():
-            item[f"daily_dose_{VARIANT_KEYS[dim]}"] = _r(v)
-        if weight_kg and weight_kg > 0 and "mass" in dose_max:
-            item["dose_per_kg"] = _r(dose_max["mass"] / weight_kg)
-            if "mass" in daily:
-                item["daily_dose_per_kg"] = _r(daily["mass"] / weight_kg)
+        item.update(dosing.dose_facts(dose_max, daily, weight_kg))
     else:
         daily = {}
     freqs = [d.per_day for d in doses if d.per_day is not None]

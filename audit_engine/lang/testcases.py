@@ -16,45 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from audit_engine import schema, units
+from audit_engine import dosing, schema, units
 from audit_engine.errors import Diagnostic
 from audit_engine.findings import Finding
 from audit_engine.lang import nodes as n
 from audit_engine.lang.tables import hint_for, source_line
 
 _NUM_UNIT = re.compile(r"^(\d+(?:\.\d+)?)(.*)$")
-_DOSE_DIMS = {"mass": "mg", "volume": "ml", "activity": "iu"}
 _TRUE_WORDS = {"是": True, "true": True, "否": False, "false": False}
-
-
-def _dictionary() -> Any | None:
-    try:
-        from audit_engine.knowledge.dictionary import load_dictionary
-
-        return load_dictionary()
-    except Exception:  # no dictionary in this checkout: drug names cannot be checked or resolved
-        return None
-
-
-def _grade_by_title() -> dict[str, str]:
-    try:
-        from audit_engine.facts import GRADE_BY_TITLE
-
-        return dict(GRADE_BY_TITLE)
-    except Exception:
-        return {"主任医师": "特殊使用级", "副主任医师": "特殊使用级", "主治医师": "限制使用级",
-                "住院医师": "非限制使用级", "医士": "非限制使用级", "乡村医生": "非限制使用级"}
 
 
 def _frequency(word: str) -> tuple[float | None, bool] | None:
     """(per day, prn) for a frequency word, or None if the word is not one."""
-    try:
-        from audit_engine.dosing import frequency_from_text
-    except Exception:  # pragma: no cover - the dosing module ships with the package
-        return None
     if _NUM_UNIT.match(word) or word in ("是", "否"):
         return None
-    reading = frequency_from_text(word)
+    reading = dosing.frequency_from_text(word)
     if reading is None:
         return None
     return reading.per_day, reading.prn
@@ -234,7 +210,7 @@ def _read_item(brief: n.Brief, index: int, cur: _Words, dictionary: Any | None,
                 item["days"] = units.convert(value, unit or "天", "天")
             elif dim is not None and unit is not None:
                 dose = drug.canonical_dose(value, unit) if drug is not None else None
-                if dose is None and dim in _DOSE_DIMS:
+                if dose is None and dim in dosing.DOSE_KEYS:
                     dose = (dim, value * units.UNITS[unit].factor)
                 if dose is None:
                     cur.error(w, f"无法把“{value:g} {unit}”换算为剂量（mg / mL / IU）")
@@ -258,18 +234,11 @@ def _read_item(brief: n.Brief, index: int, cur: _Words, dictionary: Any | None,
         _read_fields_one("item", cur, item)
     if dose is not None:
         dim, value = dose
-        suffix = _DOSE_DIMS.get(dim)
-        if suffix is None:
+        if dim not in dosing.DOSE_KEYS:
             cur.error(name, f"剂量的单位类别“{dim}”不是 mg / mL / IU")
         else:
-            item[f"dose_{suffix}"] = value
-            if per_day is not None:
-                item[f"daily_dose_{suffix}"] = value * per_day
-            weight = patient.get("weight")
-            if suffix == "mg" and weight:
-                item["dose_per_kg"] = value / weight
-                if per_day is not None:
-                    item["daily_dose_per_kg"] = value * per_day / weight
+            daily = {dim: value * per_day} if per_day is not None else {}
+            item.update(dosing.dose_facts({dim: value}, daily, patient.get("weight")))
     if per_day is not None:
         item["frequency"] = per_day
     return item
@@ -291,7 +260,11 @@ def _read_fields_one(entity: str, cur: _Words, out: dict[str, Any]) -> None:
 def build_facts(case: n.TestCase, dictionary: Any | None = None) -> tuple[schema.PrescriptionFacts, list[Diagnostic]]:
     """The facts a test brief describes, and any problems with the brief."""
     if dictionary is None:
-        dictionary = _dictionary()
+        from audit_engine.knowledge.dictionary import (
+            load_dictionary,  # a broken dictionary is an error, not "no drugs"
+        )
+
+        dictionary = load_dictionary()
     diags: list[Diagnostic] = []
     facts = schema.PrescriptionFacts(prescription_id=f"test:{case.name}")
     targets = {"patient": facts.patient, "prescription": facts.prescription, "prescriber": facts.prescriber,
@@ -321,7 +294,9 @@ def build_facts(case: n.TestCase, dictionary: Any | None = None) -> tuple[schema
             p.setdefault("chronic", True)
     title = facts.prescriber.get("title")
     if title and "antimicrobial_grade" not in facts.prescriber:
-        grade = _grade_by_title().get(title)
+        from audit_engine.facts import GRADE_BY_TITLE  # the China profile's title → grade: one table
+
+        grade = GRADE_BY_TITLE.get(title)
         if grade:
             facts.prescriber["antimicrobial_grade"] = grade
     rx = facts.prescription
