@@ -11,6 +11,8 @@ What runs where
   comparisons, counts and any/all quantifiers, comparisons of two fields, prefixes and
   substrings. Each becomes a bool property named ``d<rule>_<n>`` (rule = its position in the
   rulebase), specified as data (``DerivedField``) and tested by the network as ``{name: true}``.
+  Its ``key`` (``structural_key``) is shared by every field with the same meaning, whatever
+  rule it comes from, so the host evaluates a repeated atom once per binding.
 * **On the host, after firing**: turning matches into Findings (level by institution,
   message, implicated items), with the reference renderer.
 
@@ -48,8 +50,10 @@ stopping at an unmatched fact, and deleted afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -156,7 +160,8 @@ def _lower_rule(index: int, rule: n.Rule) -> _RuleOut:
 
     def derive(cond: n.Cond, role: str) -> str:
         name = f"d{index}_{len(derived)}"
-        derived.append(DerivedField(name, _ROLE_FACT[role], cond, binds[role], rule.id))  # type: ignore[arg-type]
+        key = structural_key(cond, binds[role])
+        derived.append(DerivedField(name, _ROLE_FACT[role], cond, binds[role], rule.id, key))  # type: ignore[arg-type]
         return name
 
     low = Lowering(roles, ctx, derive)
@@ -183,6 +188,44 @@ def _lower_rule(index: int, rule: n.Rule) -> _RuleOut:
             whole = decided if scope_test is None else {"$and": [scope_test, decided]}
         branches = [{ctx: [] if whole is None else [whole]}]
     return _RuleOut(index, rule, kind, branches, derived, low.props, _route_keys(trig, roles))
+
+
+def structural_key(cond: n.Cond, binds: tuple[str, ...]) -> str:
+    """What a derived field means, as a string that is equal for two fields only when they
+    hold the same value for the same bound items: the runtime evaluates each key once per
+    item / ordered pair / prescription (``runtime.Network._match``).
+
+    ``Evaluator.cond`` reads the condition, the rulebase's tables, the facts and the bindings,
+    nothing else: not the rule (its scope and institution overrides are tested by the network,
+    never inside a derived field), so the rule is not part of the key, and tables and facts are
+    the same for every field of one evaluation. Left out of the condition, since they do not
+    change its meaning: spans, and a field's spelling as written (``FieldRef.field``; the
+    evaluator reads ``entity`` and ``name``). Variables are renamed: the ones bound to the
+    fact's items to their position in ``binds``, quantifier variables to their nesting depth
+    (``X.成分`` in one rule and ``Y.成分`` in another give the same key); any other variable
+    (an entity) stays as written. Everything else — node types, operators, literals and
+    units, tables, columns, entity and field names, collections — is kept. The key is the
+    repr of that nested tuple (a str caches its hash; interned, equal keys are one object).
+    """
+    bound: dict[str, Any] = {v: ("bound", i) for i, v in enumerate(binds)}
+    return sys.intern(repr((len(binds), _canon(cond, bound, 0))))
+
+
+def _canon(x: Any, names: dict[str, Any], depth: int) -> Any:
+    if isinstance(x, tuple):
+        return tuple(_canon(y, names, depth) for y in x)
+    if not dataclasses.is_dataclass(x):
+        return x  # str, number, bool or None
+    if isinstance(x, n.Quantified | n.Count):
+        names = {**names, x.var: ("quantified", depth)}
+        depth += 1
+    out: list[Any] = [type(x).__name__]
+    for f in dataclasses.fields(x):
+        if f.name == "span" or (f.name == "field" and isinstance(x, n.FieldRef)):
+            continue
+        v = getattr(x, f.name)
+        out.append(names.get(v, v) if f.name == "var" else _canon(v, names, depth))
+    return tuple(out)
 
 
 def _scope_formula(rule: n.Rule, role: str, low: Lowering) -> Formula:

@@ -5,7 +5,8 @@ Two things the network does not do itself:
 * **derived fields** (before asserting): an atom the core cannot test natively is
   evaluated here, per item, per ordered pair or per prescription, by the reference
   interpreter's own condition evaluator — so a table lookup, an ordered-enum comparison
-  or a quantifier means exactly what it means in ``audit_engine.lang.interpreter``;
+  or a quantifier means exactly what it means in ``audit_engine.lang.interpreter``
+  (once per ``DerivedField.key`` and binding: ``runtime.Network._match`` memoises);
 * **findings** (after firing): a match (rule, bound items) becomes a ``Finding`` — level
   for the institution, message and suggestion, implicated items — with the interpreter's
   finding builder, so the network and the oracle cannot disagree on wording.

@@ -50,6 +50,11 @@ class DerivedField:
 
     ``on`` is the fact that carries it: "item" (``binds`` = the one variable bound to the
     item), "pair" (``binds`` = (first, second)) or "rx" (no binding).
+
+    ``key`` is the condition's meaning up to spans and variable names
+    (``compiler.structural_key``): fields with equal keys hold the same value for the same
+    bound items, so the runtime evaluates each key once per item / ordered pair /
+    prescription, however many rules and shards repeat it.
     """
 
     name: str
@@ -57,6 +62,7 @@ class DerivedField:
     cond: Cond
     binds: tuple[str, ...]
     rule_id: str
+    key: str
 
 
 @dataclass(frozen=True, slots=True)

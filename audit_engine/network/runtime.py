@@ -139,6 +139,10 @@ class Network:
             ev = derive.evaluator(self.compiled, facts)
         m = derive.Matches()
         chosen, per_item = self._route(facts)
+        # Derived values of this evaluation by (DerivedField.key, bound item positions): the
+        # same atom (one table lookup on the same item, say) recurs in many rules and shards
+        # and is evaluated once.
+        memo: dict[tuple[str, tuple[int, ...]], bool] = {}
         for si in sorted(chosen):
             sr = self._shards[si]
             sid = host.new_sid()
@@ -149,14 +153,21 @@ class Network:
                     continue  # every rule here needs a key this item does not have
                 f: dict[str, Any] = {"sid": sid, "t": ITEM_TYPE, "idx": idx}
                 _fill(f, sr.item_src, item, ctx)
+                at: tuple[int, ...] = (idx,)
                 for d in sr.item_derived:
-                    f[d.name] = derive.holds(ev, d, {d.binds[0]: item})
+                    v = memo.get((d.key, at))
+                    if v is None:
+                        v = memo[d.key, at] = derive.holds(ev, d, {d.binds[0]: item})
+                    f[d.name] = v
                 batch.append(f)
             if sr.shard.needs_rx:
                 f = {"sid": sid, "t": RX_TYPE}
                 _fill(f, sr.rx_src, None, ctx)
                 for d in sr.rx_derived:
-                    f[d.name] = derive.holds(ev, d, {})
+                    v = memo.get((d.key, ()))
+                    if v is None:
+                        v = memo[d.key, ()] = derive.holds(ev, d, {})
+                    f[d.name] = v
                 batch.append(f)
             if sr.shard.needs_pairs:
                 gate = sr.shard.pair_gate
@@ -164,8 +175,12 @@ class Network:
                     for j, b in enumerate(items):
                         if i != j:
                             f = {"sid": sid, "t": PAIR_TYPE, "ia": i, "ib": j}
+                            at = (i, j)
                             for d in sr.pair_derived:
-                                f[d.name] = derive.holds(ev, d, {d.binds[0]: a, d.binds[1]: b})
+                                v = memo.get((d.key, at))
+                                if v is None:
+                                    v = memo[d.key, at] = derive.holds(ev, d, {d.binds[0]: a, d.binds[1]: b})
+                                f[d.name] = v
                             if gate and not any(f[g] for g in gate):
                                 continue  # no branch can match this pair
                             batch.append(f)
