@@ -15,6 +15,7 @@ from datetime import datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from audit_engine.errors import InvalidRequestError
@@ -160,24 +161,30 @@ def failure_verdict(policy: Policy) -> Verdict:
     return "pass" if policy.fail_mode == "open" else "recheck"
 
 
+_POLICY_COLUMNS = ("explain_at", "recheck_at", "block_at", "fail_mode", "work_start", "work_end", "work_days",
+                   "timezone", "timeout_minutes", "timeout_action", "answer_hours")
+
+
 def policy_for(s: Session, *, institution_id: int) -> Policy:
     """The stored policy of an institution, or the defaults when it has none."""
     from audit_engine.store.models import Policy as PolicyRow
 
-    row = s.get(PolicyRow, institution_id)
+    # Plain columns, no ORM object: this runs on every review.
+    row = s.execute(sa.select(*(getattr(PolicyRow, name) for name in _POLICY_COLUMNS))
+                    .where(PolicyRow.institution_id == institution_id)).first()
     if row is None:
         return Policy()
     return Policy(
         explain_at=row.explain_at,
         recheck_at=row.recheck_at,
         block_at=row.block_at,
-        fail_mode=row.fail_mode,  # type: ignore[arg-type]
+        fail_mode=row.fail_mode,
         work_start=row.work_start,
         work_end=row.work_end,
         work_days=tuple(row.work_days),
         timezone=row.timezone,
         timeout_minutes=row.timeout_minutes,
-        timeout_action=row.timeout_action,  # type: ignore[arg-type]
+        timeout_action=row.timeout_action,
         answer_hours=row.answer_hours,
     )
 

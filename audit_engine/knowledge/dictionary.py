@@ -318,6 +318,7 @@ def _norm(name: str) -> str:
     return name.strip().lower().replace("䓬", "卓")
 
 
+@functools.cache
 def default_tables_dir() -> Path:
     """The shipped ``rulebase/tables`` folder (repository root relative to this package)."""
     return Path(__file__).resolve().parents[2] / "rulebase" / "tables"
@@ -476,7 +477,9 @@ def load_dictionary(path: str | Path | None = None) -> DrugDictionary:
     ``path`` may also be a rulebase folder holding ``tables/``. Raises RulebaseError listing
     every bad cell as ``file:line:col``.
     """
-    folder = Path(path) if path is not None else default_tables_dir()
+    if path is None:  # the review path: no file-system calls per prescription
+        return _cached(str(default_tables_dir()))
+    folder = Path(path)
     if not (folder / "drugs.csv").exists() and (folder / "tables" / "drugs.csv").exists():
         folder = folder / "tables"
     return _cached(str(folder.resolve()))
