@@ -3,9 +3,10 @@
 ``serve`` upgrades the schema, optionally loads the demo, then runs uvicorn and, beside
 it, the background worker (lease expiry, timeouts, webhooks) in its own process under a
 supervisor thread that restarts it whenever it dies: a native crash in a worker must not
-silently stop timeouts. With ``--workers N`` on PostgreSQL, uvicorn runs N API processes
-(and restarts any that die); SQLite stays at one process, since its single write lock
-would serialise them anyway.
+silently stop timeouts. With ``--workers N``, uvicorn runs N API processes (and restarts
+any that die). On PostgreSQL they write concurrently; on a SQLite file they still share one
+write lock (``store.db``), but the pipeline and HTTP work, most of a review's CPU, run in
+parallel.
 """
 
 from __future__ import annotations
@@ -103,9 +104,8 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
             log.exception("demo loading failed")
             print(f"演示数据加载失败：{exc}", file=sys.stderr)
             return 1
-    is_sqlite = settings.database_url.startswith("sqlite")
-    if workers > 1 and is_sqlite:
-        print("SQLite 只支持单进程；--workers 需要 PostgreSQL（AUDIT_DATABASE_URL）。按 1 个进程启动。", file=sys.stderr)
+    if workers > 1 and settings.database_url.startswith("sqlite") and ":memory:" in settings.database_url:
+        print("内存中的 SQLite 不能跨进程共享：按 1 个进程启动。", file=sys.stderr)
         workers = 1
     supervisor = WorkerSupervisor(settings.database_url)
     supervisor.start()

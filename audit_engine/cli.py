@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--demo", action="store_true", help="load demo institutions, users and prescriptions")
-    s.add_argument("--workers", type=int, default=1, help="worker processes (PostgreSQL only)")
+    s.add_argument("--workers", type=int, default=1, help="API processes (PostgreSQL or a SQLite file)")
 
     c = sub.add_parser("check", help="parse, check and compile a rulebase; print file:line:col diagnostics")
     c.add_argument("path")

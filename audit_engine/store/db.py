@@ -4,12 +4,15 @@ SQLite is the embedded default (a file under ``./data/``); PostgreSQL is chosen 
 ``AUDIT_DATABASE_URL``. On SQLite every transaction starts with ``BEGIN IMMEDIATE``: it
 takes the single write lock up front, so a transaction that reads and then writes (the
 audit chain, idempotency checks, queue claims) can never fail halfway with a stale
-snapshot, and ``busy_timeout`` makes competitors wait instead of erroring.
+snapshot, and ``busy_timeout`` makes competitors wait instead of erroring. Writers queue
+for it in order: threads on a Python lock, processes (``serve --workers N``) on an flock of
+``<database>-writer.lock`` (see ``_configure_sqlite``).
 """
 
 from __future__ import annotations
 
 import collections
+import fcntl
 import os
 import threading
 import time
@@ -123,6 +126,16 @@ def _switch_to_wal(cur: Any) -> None:
             time.sleep(0.02)
 
 
+def _process_lock(engine: sa.Engine) -> int | None:
+    """An open descriptor of ``<database>-writer.lock``, closed with the engine (None in memory)."""
+    database = engine.url.database
+    if database is None or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    fd = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    weakref.finalize(engine, os.close, fd)
+    return fd
+
+
 def _configure_sqlite(engine: sa.Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -136,19 +149,24 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
-    # Threads of this process queue for the write lock on a Python lock, in order, instead of
-    # in SQLite's busy handler, which sleeps 1, 2, 5 … 100 ms between tries and turns a few
-    # concurrent writers into a p99 of hundreds of milliseconds. Other processes still meet
-    # SQLite's own lock and busy_timeout. The lock is released after COMMIT/ROLLBACK.
+    # Writers queue for the write lock in order instead of in SQLite's busy handler, which
+    # sleeps 1, 2, 5 … 100 ms between tries and turns a few concurrent writers into a p99 of
+    # hundreds of milliseconds: the threads of this engine on a Python lock, then the holder
+    # of that lock against every other process (and engine) on an flock of a file beside the
+    # database, which the kernel hands on at once and drops if its holder dies. SQLite's own
+    # lock and busy_timeout still stand behind both. Released after COMMIT/ROLLBACK.
     writer = FairLock()
     holders: set[int] = set()
     WRITE_LOCKS[engine] = writer
+    across = _process_lock(engine)
 
     def _release(connection: Any) -> None:
         # SQLAlchemy hands over either the DBAPI connection or the pool's proxy of it.
         key = id(getattr(connection, "dbapi_connection", None) or connection)
         if key in holders:
             holders.discard(key)
+            if across is not None:
+                fcntl.flock(across, fcntl.LOCK_UN)
             writer.release()
 
     @event.listens_for(engine, "begin")
@@ -161,6 +179,8 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         # A thread that already writes on another connection would wait for itself: after the
         # busy timeout it goes on without the Python lock, and SQLite decides as before.
         if writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            if across is not None:
+                fcntl.flock(across, fcntl.LOCK_EX)  # blocks without the GIL until no other process writes
             holders.add(id(dbapi_conn))
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,5 +1,5 @@
-"""Several service processes behind one PostgreSQL: each timeout fires once, and a crashed
-background worker is restarted by its supervisor."""
+"""Several service processes behind one database (PostgreSQL, or one SQLite file): each
+timeout fires once, and a crashed background worker is restarted by its supervisor."""
 
 from __future__ import annotations
 
@@ -9,20 +9,18 @@ import time
 from datetime import timedelta
 
 import httpx
-import pytest
 import sqlalchemy as sa
 from svcutil import Deployment, Server, free_port
 from test_service_crash import numbered
 
 
-@pytest.mark.postgres
-def test_two_deployments_on_one_postgresql_fire_each_timeout_once_and_restart_a_dead_worker(
-    pg_deployment: Deployment,
+def test_two_deployments_on_one_database_fire_each_timeout_once_and_restart_a_dead_worker(
+    deployment: Deployment,
 ) -> None:
     from audit_engine.store.db import make_engine, utcnow
     from audit_engine.store.models import AuditEntry, Review, Task
 
-    d = pg_deployment
+    d = deployment
     a = Server(d.env, free_port(), d.tmp / "a.log", workers=2)
     b = Server(d.env, free_port(), d.tmp / "b.log", workers=1)
     a.start()
