@@ -14,6 +14,7 @@ from api.config import Settings
 from api.errors import ApiError
 from api.runtime import Runtime
 from audit_engine.auth import Principal
+from audit_engine.store.db import read_scope
 
 log = logging.getLogger("api")
 
@@ -83,7 +84,8 @@ def resolve_principal(runtime: Runtime, session: Session, secret: str | None, *,
     """The caller for a bearer secret (blocking DB lookup: call it from a worker thread).
 
     ``end_txn=False`` keeps the lookup's transaction open for the caller's writes (one
-    round trip less on the review path, which commits or rolls back itself).
+    round trip less on the review path, which commits or rolls back itself). On SQLite the
+    lookup always runs in its own read transaction and ``session`` is left untouched.
     """
     from audit_engine import auth
 
@@ -96,12 +98,17 @@ def resolve_principal(runtime: Runtime, session: Session, secret: str | None, *,
         return cached
     if not secret:
         raise _unauthorized("缺少凭据：请使用 Authorization: Bearer <机构API密钥或用户令牌>")
-    try:
-        principal = auth.principal_for_api_key(session, secret) or auth.principal_for_token(session, secret)
-    finally:
-        # End the lookup's transaction at once: on SQLite every transaction holds the write lock.
-        if end_txn:
-            session.rollback()
+    if runtime.is_sqlite and runtime.db is not None:
+        # A deferred read transaction of its own: on SQLite the route's session would begin
+        # IMMEDIATE and queue every process's lookups behind the single write lock.
+        with read_scope(runtime.db) as reader:
+            principal = auth.principal_for_api_key(reader, secret) or auth.principal_for_token(reader, secret)
+    else:
+        try:
+            principal = auth.principal_for_api_key(session, secret) or auth.principal_for_token(session, secret)
+        finally:
+            if end_txn:
+                session.rollback()
     if principal is None:
         session.rollback()
         raise _unauthorized("凭据无效或已过期")

@@ -148,9 +148,7 @@ async def submit(
     def work() -> Any:
         engine = runtime.review_engine()  # may poll the DB for the active version: before our transaction
         try:
-            # On SQLite every transaction holds the write lock: release it before the pipeline runs.
-            caller = principal if principal is not None else resolve_principal(
-                runtime, session, secret, end_txn=runtime.is_sqlite)
+            caller = principal if principal is not None else resolve_principal(runtime, session, secret, end_txn=False)
             record = submit_review(session, principal=caller, payload=payload, kind=kind,
                                    engine=engine, raw=raw, replaces_review_id=replaces_review_id)
             session.commit()

@@ -58,10 +58,22 @@ OUTCOME_FOR_VERDICT = {
 
 
 def _facts_json(facts: Any) -> dict[str, Any]:
-    data = (
-        dataclasses.asdict(facts) if dataclasses.is_dataclass(facts) and not isinstance(facts, type) else {}
-    )
-    return dict(json.loads(json.dumps(data, ensure_ascii=False, default=str)))
+    """The normalised facts as plain JSON values (what ``dataclasses.asdict`` then a JSON round
+    trip with ``default=str`` gives, in one walk: this runs on every review)."""
+    data = _plain(facts) if dataclasses.is_dataclass(facts) and not isinstance(facts, type) else {}
+    return data if isinstance(data, dict) else {}
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return str(value)
 
 
 def _default_review_fn() -> ReviewFn:
