@@ -3,10 +3,13 @@
 Two things the network does not do itself:
 
 * **derived fields** (before asserting): an atom the core cannot test natively is
-  evaluated here, per item, per ordered pair or per prescription, by the reference
-  interpreter's own condition evaluator — so a table lookup, an ordered-enum comparison
-  or a quantifier means exactly what it means in ``audit_engine.lang.interpreter``
-  (once per ``DerivedField.key`` and binding: ``runtime.Network._match`` memoises);
+  evaluated here, per item, per ordered pair or per prescription, with the reference
+  interpreter's semantics — so a table lookup, an ordered-enum comparison or a quantifier
+  means exactly what it means in ``audit_engine.lang.interpreter``. Each distinct
+  condition is compiled once into a closure (``predicates``, see
+  ``audit_engine.network.closures``) that computes what ``Evaluator.cond`` computes, and
+  is evaluated once per ``DerivedField.key`` and binding (``runtime.Network._match``
+  memoises);
 * **findings** (after firing): a match (rule, bound items) becomes a ``Finding`` — level
   for the institution, message and suggestion, implicated items — with the interpreter's
   finding builder, so the network and the oracle cannot disagree on wording.
@@ -22,6 +25,7 @@ from typing import Any
 from audit_engine.findings import Finding
 from audit_engine.lang import interpreter, render
 from audit_engine.lang import nodes as n
+from audit_engine.network import closures
 from audit_engine.network.ir import CompiledRulebase, DerivedField
 from audit_engine.schema import PrescriptionFacts
 
@@ -42,8 +46,24 @@ def evaluator(compiled: CompiledRulebase, facts: PrescriptionFacts) -> interpret
 
 def holds(ev: interpreter.Evaluator, d: DerivedField, bindings: dict[str, Any]) -> bool:
     """The value of derived field ``d`` with ``bindings`` (variable -> item dict): exactly
-    ``interpreter.eval_cond``, with the evaluator made once per prescription."""
+    ``interpreter.eval_cond``, with the evaluator made once per prescription. The reference
+    for ``predicates``, which the runtime calls instead."""
     return bool(ev.cond(d.cond, bindings))
+
+
+def predicates(compiled: CompiledRulebase) -> dict[str, tuple[tuple[str, ...], closures.Pred]]:
+    """Per distinct ``DerivedField.key`` of ``compiled``: (the variables it binds, its
+    condition compiled into a closure). For every field ``d`` with that key, binding those
+    variables to ``d``'s items in order gives ``holds(ev, d, ...)``: equal keys mean equal
+    conditions up to the names of the bound variables, which the compiled closure reads
+    under the names of the field it was compiled from."""
+    out: dict[str, tuple[tuple[str, ...], closures.Pred]] = {}
+    tables = compiled.rulebase.tables
+    for shard in compiled.shards:
+        for d in shard.derived:
+            if d.key not in out:
+                out[d.key] = (d.binds, closures.compile_cond(d.cond, tables))
+    return out
 
 
 class FindingMaker:

@@ -3,7 +3,7 @@
 A ``Network`` registers every shard of a ``CompiledRulebase`` in the C core, and evaluates
 a prescription by (1) routing it to the shards its items' keys name plus the general
 ones, (2) building each shard's flat facts (only the properties that shard reads, plus its
-derived fields), (3) running one fresh session per shard (sentinel first, batch assert,
+derived fields, by closures compiled once per network: ``derive.predicates``), (3) running one fresh session per shard (sentinel first, batch assert,
 collect actions, delete the session), and (4) turning the matches into Findings with the
 reference semantics (``audit_engine.network.derive``).
 """
@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from audit_engine.findings import Finding
-from audit_engine.network import derive, host
+from audit_engine.network import closures, derive, host
 from audit_engine.network.alpha import CONTEXT_ENTITIES, empty_flag
 from audit_engine.network.ir import ITEM_TYPE, PAIR_TYPE, ROUTE_FIELDS, RX_TYPE, CompiledRulebase, Shard
 from audit_engine.schema import PrescriptionFacts
@@ -32,10 +32,16 @@ def item_route_keys(item: dict[str, Any]) -> set[str]:
     return keys
 
 
+# A derived field as the runtime evaluates it: (fact property, DerivedField.key, the
+# variables its closure binds, the closure) - see ``derive.predicates``.
+_Derived = tuple[str, str, tuple[str, ...], closures.Pred]
+
+
 class _ShardRuntime:
     """A registered shard and its precomputed fact layout."""
 
-    def __init__(self, shard: Shard, index: int) -> None:
+    def __init__(self, shard: Shard, index: int,
+                 preds: dict[str, tuple[tuple[str, ...], closures.Pred]]) -> None:
         self.shard = shard
         self.index = index
         self.handle = host.register(shard.name, shard.definition)
@@ -43,10 +49,15 @@ class _ShardRuntime:
                               for k in shard.item_props)
         self.rx_src = tuple((k.prop, k.entity, k.key, empty_flag(k.prop) if k.empty_flag else None)
                             for k in shard.rx_props)
-        self.item_derived = tuple(d for d in shard.derived if d.on == "item")
-        self.rx_derived = tuple(d for d in shard.derived if d.on == "rx")
-        self.pair_derived = tuple(d for d in shard.derived if d.on == "pair")
+        self.item_derived = _derived(shard, "item", preds)
+        self.rx_derived = _derived(shard, "rx", preds)
+        self.pair_derived = _derived(shard, "pair", preds)
         self.branches = {b.name: b for b in shard.branches}
+
+
+def _derived(shard: Shard, on: str, preds: dict[str, tuple[tuple[str, ...], closures.Pred]]
+             ) -> tuple[_Derived, ...]:
+    return tuple((d.name, d.key, *preds[d.key]) for d in shard.derived if d.on == on)
 
 
 def _fill(fact: dict[str, Any], src: tuple[tuple[str, str, str, str | None], ...],
@@ -69,9 +80,10 @@ class Network:
         self.compiled = compiled
         self.version = compiled.version
         self._shards: list[_ShardRuntime] = []
+        preds = derive.predicates(compiled)
         try:
             for i, s in enumerate(compiled.shards):
-                self._shards.append(_ShardRuntime(s, i))
+                self._shards.append(_ShardRuntime(s, i, preds))
         except BaseException:
             for r in self._shards:
                 host.unregister(r.handle)
@@ -154,20 +166,20 @@ class Network:
                 f: dict[str, Any] = {"sid": sid, "t": ITEM_TYPE, "idx": idx}
                 _fill(f, sr.item_src, item, ctx)
                 at: tuple[int, ...] = (idx,)
-                for d in sr.item_derived:
-                    v = memo.get((d.key, at))
+                for name, key, binds, pred in sr.item_derived:
+                    v = memo.get((key, at))
                     if v is None:
-                        v = memo[d.key, at] = derive.holds(ev, d, {d.binds[0]: item})
-                    f[d.name] = v
+                        v = memo[key, at] = bool(pred(ev, {binds[0]: item}))
+                    f[name] = v
                 batch.append(f)
             if sr.shard.needs_rx:
                 f = {"sid": sid, "t": RX_TYPE}
                 _fill(f, sr.rx_src, None, ctx)
-                for d in sr.rx_derived:
-                    v = memo.get((d.key, ()))
+                for name, key, _, pred in sr.rx_derived:
+                    v = memo.get((key, ()))
                     if v is None:
-                        v = memo[d.key, ()] = derive.holds(ev, d, {})
-                    f[d.name] = v
+                        v = memo[key, ()] = bool(pred(ev, {}))
+                    f[name] = v
                 batch.append(f)
             if sr.shard.needs_pairs:
                 gate = sr.shard.pair_gate
@@ -176,11 +188,11 @@ class Network:
                         if i != j:
                             f = {"sid": sid, "t": PAIR_TYPE, "ia": i, "ib": j}
                             at = (i, j)
-                            for d in sr.pair_derived:
-                                v = memo.get((d.key, at))
+                            for name, key, binds, pred in sr.pair_derived:
+                                v = memo.get((key, at))
                                 if v is None:
-                                    v = memo[d.key, at] = derive.holds(ev, d, {d.binds[0]: a, d.binds[1]: b})
-                                f[d.name] = v
+                                    v = memo[key, at] = bool(pred(ev, {binds[0]: a, binds[1]: b}))
+                                f[name] = v
                             if gate and not any(f[g] for g in gate):
                                 continue  # no branch can match this pair
                             batch.append(f)

@@ -17,6 +17,7 @@ from audit_engine.engine import Engine
 from audit_engine.lang import interpreter
 from audit_engine.lang import nodes as n
 from audit_engine.lang.compiler import compile_rulebase, structural_key
+from audit_engine.network import closures
 
 from . import builders as b
 
@@ -56,17 +57,21 @@ def test_one_lookup_repeated_across_rules_and_shards_is_evaluated_once_per_bindi
 
     facts = b.facts([b.item(0, ingredients=["辛伐他汀"]), b.item(1, ingredients=["克拉霉素"])])
     calls: list[Any] = []
-    real = interpreter.Evaluator.cond
+    real = closures.compile_cond
 
-    def spy(self: interpreter.Evaluator, c: n.Cond, env: interpreter.Env) -> bool:
-        calls.append(c)
-        return real(self, c, env)
+    def spy(c: n.Cond, tables: Any) -> closures.Pred:
+        pred = real(c, tables)
 
-    engine = Engine(compiled)
+        def counted(ev: interpreter.Evaluator, env: interpreter.Env) -> bool:
+            calls.append(c)
+            return pred(ev, env)
+        return counted
+
+    monkeypatch.setattr(closures, "compile_cond", spy)
+    engine = Engine(compiled)  # derived conditions are compiled here, once per key
+    monkeypatch.undo()
     try:
-        monkeypatch.setattr(interpreter.Evaluator, "cond", spy)
         found = engine.evaluate(facts)
-        monkeypatch.undo()
     finally:
         engine.close()
     # K1 on items 0 and 1 (B's keyed shard sees only item 0, already known), K2 and K3 on

@@ -25,7 +25,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "rules" / "sample"
 
 
 def version_a() -> n.Rulebase:
-    # An ordered-enum comparison is a derived field: evaluation passes through derive.holds.
+    # An ordered-enum comparison: a derived field, evaluated by the host.
     return b.rulebase([b.rule("A-GRADE", b.for_each(b.cmp(">", r("药品", "antimicrobial_grade"),
                                                             n.Symbol("非限制使用级", b.S))))])
 
@@ -41,15 +41,15 @@ def test_swap_is_atomic_and_an_evaluation_in_flight_finishes_on_the_old_version(
     a, bb = compile_rulebase(version_a()), compile_rulebase(version_b())
     engine = Engine(a)
     entered, release = threading.Event(), threading.Event()
-    real = derive.holds
+    real = derive.evaluator  # made by every evaluation once it is in flight (acquired)
 
-    def slow(*args: Any) -> bool:
+    def slow(*args: Any) -> Any:
         if threading.current_thread().name == "in-flight":
             entered.set()
             assert release.wait(30)
         return real(*args)
 
-    monkeypatch.setattr(derive, "holds", slow)
+    monkeypatch.setattr(derive, "evaluator", slow)
     result: list[tuple[str, list[Any]]] = []
     worker = threading.Thread(target=lambda: result.append(engine.evaluate_versioned(FACTS)), name="in-flight")
     worker.start()
