@@ -98,6 +98,10 @@ class TableData:
     def lookup(self, keys: Sequence[Any]) -> dict[str, Any] | None:
         """The winning row for ``keys`` (one value per key column: text, a list/tuple of texts
         for a text set, or None when the fact is absent), or None when no row matches."""
+        try:  # the common case first: text keys asked before (only valid keys are ever stored)
+            return self._memo[tuple(keys)]
+        except (KeyError, TypeError):  # TypeError: a list key (a text set), unhashable as given
+            pass
         if len(keys) != len(self.decl.keys) or any(k is None for k in keys):
             return None
         memo_key = tuple(tuple(k) if isinstance(k, list | tuple | set | frozenset) else k for k in keys)
