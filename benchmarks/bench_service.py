@@ -121,18 +121,22 @@ def real_engine_loads() -> bool:
     return r.returncode == 0
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """User+system CPU of every live process in a process group (the server and its children)."""
+def cpu_seconds(pgid: int | None = None, comm: str | None = None) -> float:
+    """User+system CPU of the live processes in process group ``pgid`` (the server and its
+    children) or named ``comm`` (the database server's backends)."""
     total = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                stat = f.read()
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ... utime(11) stime(12)
+        name = stat.split("(", 1)[1].rsplit(")", 1)[0]
+        fields = stat.rsplit(")", 1)[1].split()
+        # fields after "(comm)": state ppid pgrp ... utime(11) stime(12)
+        if (pgid is not None and int(fields[2]) == pgid) or (comm is not None and name == comm):
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
@@ -206,14 +210,15 @@ def run_one(db: str, url: str, args: argparse.Namespace, fake: bool, tmp: Path) 
                     lat.append(dt)
 
         threads = [threading.Thread(target=client) for _ in range(8)]
-        cpu0, own0 = group_cpu_seconds(proc.pid), time.process_time()
+        cpu0, db0, own0 = cpu_seconds(proc.pid), cpu_seconds(comm="postgres"), time.process_time()
         t0 = time.perf_counter()
         for th in threads:
             th.start()
         for th in threads:
             th.join()
         wall = time.perf_counter() - t0
-        cpu, own = group_cpu_seconds(proc.pid) - cpu0, time.process_time() - own0
+        cpu, own = cpu_seconds(proc.pid) - cpu0, time.process_time() - own0
+        db_cpu = cpu_seconds(comm="postgres") - db0
         print(f"{db:10} api processes={workers}  engine={'stand-in' if fake else 'shipped rulebase'}")
         print(f"  GET /health                 p50 {statistics.median(health):6.2f} ms  p99 {pct(health, 99):6.2f} ms")
         print(f"  order-sign, 1 client        p50 {statistics.median(single):6.2f} ms  p99 {pct(single, 99):6.2f} ms")
@@ -222,6 +227,8 @@ def run_one(db: str, url: str, args: argparse.Namespace, fake: bool, tmp: Path) 
         per = cpu * 1000 / max(1, len(lat))
         print(f"  service CPU per review      {per:6.2f} ms  (→ {2000 / per:6.1f} reviews/s if it had 2 idle cores;"
               f" load average now {os.getloadavg()[0]:.1f})")
+        if db == "postgresql":
+            print(f"  PostgreSQL CPU per review   {db_cpu * 1000 / max(1, len(lat)):6.2f} ms")
         print(f"  load generator CPU/request  {own * 1000 / max(1, len(lat)):6.2f} ms")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
