@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
+from api.errors import ApiError
 from audit_engine.fhir_out import VERDICT_ZH
 from audit_engine.findings import Finding
 from audit_engine.review import PayloadKind, finding_json
@@ -128,7 +129,6 @@ def context_json(facts: dict[str, Any] | None, findings: Sequence[Finding] = (),
 
 async def submit(
     runtime: Runtime,
-    session: Session,
     *,
     principal: Principal | None = None,
     secret: str | None = None,
@@ -140,21 +140,28 @@ async def submit(
     """Review and store one submission in one transaction (idempotent per prescription identifier).
 
     Authentication (when only the bearer ``secret`` is given), the pipeline and the DB work
-    run in one trip to the thread pool; the event loop only parses JSON.
+    run in one trip to the thread pool, on a session of their own; the event loop only
+    parses JSON.
     """
     from api.deps import resolve_principal
     from audit_engine.store.reviews import submit_review
 
+    if runtime.db is None:
+        raise ApiError(503, "服务尚未就绪", code="transient")
+    db = runtime.db
+
     def work() -> Any:
         engine = runtime.review_engine()  # may poll the DB for the active version: before our transaction
-        try:
-            caller = principal if principal is not None else resolve_principal(runtime, session, secret, end_txn=False)
-            record = submit_review(session, principal=caller, payload=payload, kind=kind,
-                                   engine=engine, raw=raw, replaces_review_id=replaces_review_id)
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+        with Session(db, expire_on_commit=False) as session:
+            try:
+                caller = principal if principal is not None else resolve_principal(runtime, session, secret,
+                                                                                   end_txn=False)
+                record = submit_review(session, principal=caller, payload=payload, kind=kind,
+                                       engine=engine, raw=raw, replaces_review_id=replaces_review_id)
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
         return record
 
     return await run_in_threadpool(work)

@@ -96,12 +96,10 @@ def discovery() -> dict[str, Any]:
     responses={200: {"content": {"application/json": {"example": _RESPONSE_EXAMPLE}}},
                422: {"description": "请求不合法（OperationOutcome，含 FHIRPath）"}},
 )
-async def order_sign(
-    service_id: str, request: Request, runtime: RuntimeDep, session: SessionDep, secret: SecretDep
-) -> JSONResponse:
+async def order_sign(service_id: str, request: Request, runtime: RuntimeDep, secret: SecretDep) -> JSONResponse:
     _known(service_id)
     payload, raw = await read_json_raw(request, max_bytes=runtime.settings.max_body_bytes)
-    record = await submit(runtime, session, secret=secret, payload=payload, kind="cds", raw=raw)
+    record = await submit(runtime, secret=secret, payload=payload, kind="cds", raw=raw)
     explain_at, recheck_at = thresholds(record)
     extra: dict[str, Any] = {"rulebase_version": record.rulebase_version}
     for name in ("outcome", "engine_failed", "fail_mode"):

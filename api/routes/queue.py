@@ -159,7 +159,7 @@ async def doctor_answer(task_id: str, request: Request, runtime: RuntimeDep, ses
         if current.status != "returned":
             raise ApiError(409, f"任务状态为 {current.status}，只有被打回的处方可以修改重审", code="conflict")
         # submit_review links the new review to the returned one and closes the task as "modified".
-        new_review = await submit(runtime, session, principal=principal, payload=bundle, kind="bundle",
+        new_review = await submit(runtime, principal=principal, payload=bundle, kind="bundle",
                                   replaces_review_id=current.review_id)
         task = await run_in_threadpool(lambda: queue.get_task(session, task_id=task_id, principal=principal))
         session.rollback()

@@ -97,13 +97,12 @@ def _fhir_body(record: Any) -> dict[str, Any]:
 async def create_review(
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
     secret: SecretDep,
     format_: Annotated[str | None, Query(alias="_format", description="fhir: 以 DetectedIssue Bundle 返回")] = None,
 ) -> JSONResponse:
     payload, raw = await read_json_raw(request, max_bytes=runtime.settings.max_body_bytes)
     kind: Kind = "medication_request" if payload.get("resourceType") == "MedicationRequest" else "bundle"
-    record = await submit(runtime, session, secret=secret, payload=payload, kind=kind, raw=raw)
+    record = await submit(runtime, secret=secret, payload=payload, kind=kind, raw=raw)
     headers = {"Location": f"/api/v1/reviews/{record.id}"}
     status = 200 if getattr(record, "replayed", False) else 201
     if _wants_fhir(request, format_):
