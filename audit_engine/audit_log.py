@@ -128,6 +128,17 @@ _SEAL_ROW = (
     .where(_ENTRY_TABLE.c.id == sa.bindparam("row_id"), _ENTRY_TABLE.c.chain_seq.is_(None))
     .values(chain_seq=sa.bindparam("seq"), prev_hash=sa.bindparam("prev"), hash=sa.bindparam("digest"))
 )
+_LOCK_HEAD = (
+    sa.select(_HEAD_TABLE.c.last_seq, _HEAD_TABLE.c.last_hash)
+    .where(_HEAD_TABLE.c.id == 1)
+    .with_for_update(skip_locked=True)
+)
+_UNSEALED = (
+    sa.select(_ENTRY_TABLE)
+    .where(_ENTRY_TABLE.c.chain_seq.is_(None))
+    .order_by(_ENTRY_TABLE.c.id)
+    .limit(sa.bindparam("limit"))
+)
 _MOVE_HEAD = (
     sa.update(_HEAD_TABLE)
     .where(_HEAD_TABLE.c.id == 1)
@@ -180,19 +191,10 @@ def seal(s: Session, *, limit: int = 5000) -> int:
     Only one sealer works at a time: on PostgreSQL a second one finds the head row locked
     and returns 0 at once (SKIP LOCKED) instead of waiting.
     """
-    head = s.execute(
-        sa.select(_HEAD_TABLE.c.last_seq, _HEAD_TABLE.c.last_hash)
-        .where(_HEAD_TABLE.c.id == 1)
-        .with_for_update(skip_locked=True)
-    ).first()
+    head = s.execute(_LOCK_HEAD).first()
     if head is None:
         return 0
-    pending = s.execute(
-        sa.select(_ENTRY_TABLE)
-        .where(_ENTRY_TABLE.c.chain_seq.is_(None))
-        .order_by(_ENTRY_TABLE.c.id)
-        .limit(limit)
-    ).all()
+    pending = s.execute(_UNSEALED, {"limit": limit}).all()
     if not pending:
         return 0
     seq, last = int(head.last_seq), str(head.last_hash)

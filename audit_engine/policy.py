@@ -9,6 +9,7 @@ review stores ``Policy.snapshot()`` of the policy that decided it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, time, timedelta
@@ -165,13 +166,19 @@ _POLICY_COLUMNS = ("explain_at", "recheck_at", "block_at", "fail_mode", "work_st
                    "timezone", "timeout_minutes", "timeout_action", "answer_hours")
 
 
-def policy_for(s: Session, *, institution_id: int) -> Policy:
-    """The stored policy of an institution, or the defaults when it has none."""
+@functools.cache
+def _policy_select() -> sa.Select[Any]:
+    """Built once (Core columns, a bind parameter): it runs on every review."""
     from audit_engine.store.models import Policy as PolicyRow
 
-    # Plain columns, no ORM object: this runs on every review.
-    row = s.execute(sa.select(*(getattr(PolicyRow, name) for name in _POLICY_COLUMNS))
-                    .where(PolicyRow.institution_id == institution_id)).first()
+    table: sa.Table = PolicyRow.__table__  # type: ignore[assignment]
+    return sa.select(*(table.c[name] for name in _POLICY_COLUMNS)).where(
+        table.c.institution_id == sa.bindparam("institution_id"))
+
+
+def policy_for(s: Session, *, institution_id: int) -> Policy:
+    """The stored policy of an institution, or the defaults when it has none."""
+    row = s.execute(_policy_select(), {"institution_id": institution_id}).first()
     if row is None:
         return Policy()
     return Policy(

@@ -196,10 +196,10 @@ def submit_review(
     }
     # Core inserts: this is the hot path of every review, and the ORM unit of work costs
     # more Python time here than the database does.
-    s.execute(_table(Review).insert(), review_row)
+    s.execute(_INSERT_REVIEW, review_row)
     if findings:
         s.execute(
-            _table(FindingRow).insert(),
+            _INSERT_FINDINGS,
             [
                 {
                     "review_id": review_row["id"],
@@ -232,7 +232,7 @@ def submit_review(
             "deadline_at": deadline,
             "version": 1,
         }
-        s.execute(_table(Task).insert(), task_row)
+        s.execute(_INSERT_TASK, task_row)
         task = Task(**task_row)  # a detached view for the record; the row is written above
     review = Review(**review_row)
 
@@ -292,6 +292,9 @@ def _table(model: type[Any]) -> sa.Table:
     return table
 
 
+_INSERT_REVIEW = _table(Review).insert()
+_INSERT_FINDINGS = _table(FindingRow).insert()
+_INSERT_TASK = _table(Task).insert()
 _UPSERTS: dict[str, Any] = {}
 
 
