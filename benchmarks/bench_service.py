@@ -141,6 +141,19 @@ def cpu_seconds(pgid: int | None = None, comm: str | None = None) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def reference_loop_ms() -> float:
+    """A fixed pure-Python workload (best of 5): this shared machine's speed drifts by up to
+    ~40% within an hour, so each run prints it beside its figures (lower = faster phase)."""
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        d: dict[int, int] = {}
+        for i in range(200_000):
+            d[i & 1023] = d.get(i & 1023, 0) + i
+        best = min(best, time.perf_counter() - t)
+    return best * 1000
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
@@ -161,6 +174,7 @@ def run_one(db: str, url: str, args: argparse.Namespace, fake: bool, tmp: Path) 
     proc = subprocess.Popen([*cli, "serve", "--port", str(port), "--workers", str(workers)], env=env, cwd=ROOT,
                             stdout=log, stderr=log, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    speed = reference_loop_ms()
     try:
         for _ in range(600):
             try:
@@ -219,7 +233,8 @@ def run_one(db: str, url: str, args: argparse.Namespace, fake: bool, tmp: Path) 
         wall = time.perf_counter() - t0
         cpu, own = cpu_seconds(proc.pid) - cpu0, time.process_time() - own0
         db_cpu = cpu_seconds(comm="postgres") - db0
-        print(f"{db:10} api processes={workers}  engine={'stand-in' if fake else 'shipped rulebase'}")
+        print(f"{db:10} api processes={workers}  engine={'stand-in' if fake else 'shipped rulebase'}"
+              f"  reference loop {speed:.1f} ms")
         print(f"  GET /health                 p50 {statistics.median(health):6.2f} ms  p99 {pct(health, 99):6.2f} ms")
         print(f"  order-sign, 1 client        p50 {statistics.median(single):6.2f} ms  p99 {pct(single, 99):6.2f} ms")
         print(f"  order-sign, 8 clients       p50 {statistics.median(lat):6.2f} ms  p99 {pct(lat, 99):6.2f} ms")
