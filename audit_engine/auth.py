@@ -26,9 +26,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session
 
 from audit_engine.errors import AccessDeniedError, InvalidRequestError, NotFoundError
+from audit_engine.policy import Policy, policy_columns, stored_policy
 from audit_engine.schema import INSTITUTION_LEVELS
 from audit_engine.store.db import utcnow
 from audit_engine.store.models import ApiKey, Institution, User, UserToken
+from audit_engine.store.models import Policy as PolicyRow
 
 ROLES = ("pharmacist", "quality", "admin")
 HIS_ROLE = "his"
@@ -54,6 +56,9 @@ class Principal:
     institution_code: str | None
     institution_level: str | None
     is_centre: bool
+    # The institution's verdict policy when it was read with the credentials (an API key);
+    # None means "look it up" (policy.policy_for).
+    policy: Policy | None = None
 
     @property
     def actor(self) -> str:
@@ -156,13 +161,16 @@ def principal_for_institution(
 
 
 # Built once, Core columns and a bind parameter: this runs on every review, where building
-# an ORM select costs several times what SQLite takes to answer it.
+# an ORM select costs several times what SQLite takes to answer it. It reads the
+# institution's verdict policy too, which the review needs next (one round trip less).
 _KEYS: sa.Table = ApiKey.__table__  # type: ignore[assignment]
 _INSTITUTIONS: sa.Table = Institution.__table__  # type: ignore[assignment]
+_POLICIES: sa.Table = PolicyRow.__table__  # type: ignore[assignment]
 _KEY_LOOKUP = (
     sa.select(_KEYS.c.key_hash, _KEYS.c.revoked_at, _INSTITUTIONS.c.id, _INSTITUTIONS.c.code,
-              _INSTITUTIONS.c.level, _INSTITUTIONS.c.is_centre)
+              _INSTITUTIONS.c.level, _INSTITUTIONS.c.is_centre, *policy_columns())
     .join(_INSTITUTIONS, _INSTITUTIONS.c.id == _KEYS.c.institution_id)
+    .outerjoin(_POLICIES, _POLICIES.c.institution_id == _INSTITUTIONS.c.id)
     .where(_KEYS.c.key_id == sa.bindparam("key_id"))
 )
 
@@ -177,7 +185,7 @@ def principal_for_api_key(s: Session, key: str) -> Principal | None:
         return None
     return Principal(kind="institution", id=row.id, username=None, roles=frozenset({HIS_ROLE}),
                      institution_id=row.id, institution_code=row.code, institution_level=row.level,
-                     is_centre=row.is_centre)
+                     is_centre=row.is_centre, policy=stored_policy(row))
 
 
 # --------------------------------------------------------------------------- users and tokens

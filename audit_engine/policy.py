@@ -167,19 +167,31 @@ _POLICY_COLUMNS = ("explain_at", "recheck_at", "block_at", "fail_mode", "work_st
 
 
 @functools.cache
-def _policy_select() -> sa.Select[Any]:
-    """Built once (Core columns, a bind parameter): it runs on every review."""
+def policy_columns() -> tuple[sa.Column[Any], ...]:
+    """The stored policy's columns, named as the fields of ``Policy`` (for a query that reads
+    a policy along with something else: see ``stored_policy``)."""
     from audit_engine.store.models import Policy as PolicyRow
 
     table: sa.Table = PolicyRow.__table__  # type: ignore[assignment]
-    return sa.select(*(table.c[name] for name in _POLICY_COLUMNS)).where(
-        table.c.institution_id == sa.bindparam("institution_id"))
+    return tuple(table.c[name] for name in _POLICY_COLUMNS)
+
+
+@functools.cache
+def _policy_select() -> sa.Select[Any]:
+    """Built once (Core columns, a bind parameter): it runs on every review."""
+    columns = policy_columns()
+    return sa.select(*columns).where(columns[0].table.c.institution_id == sa.bindparam("institution_id"))
 
 
 def policy_for(s: Session, *, institution_id: int) -> Policy:
     """The stored policy of an institution, or the defaults when it has none."""
-    row = s.execute(_policy_select(), {"institution_id": institution_id}).first()
-    if row is None:
+    return stored_policy(s.execute(_policy_select(), {"institution_id": institution_id}).first())
+
+
+def stored_policy(row: Any) -> Policy:
+    """The policy in a row holding ``policy_columns()``: the defaults when there is no row,
+    or when an outer join found no stored policy (the columns are then NULL)."""
+    if row is None or row.explain_at is None:
         return Policy()
     return Policy(
         explain_at=row.explain_at,

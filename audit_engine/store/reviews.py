@@ -149,7 +149,7 @@ def submit_review(
         previous = s.get(Review, replaces_review_id)
         if previous is None or previous.institution_id != institution_id:
             raise NotFoundError(f"Review/{replaces_review_id}", "被修改的原审核不存在")
-    policy = policy_for(s, institution_id=institution_id)
+    policy = principal.policy if principal.policy is not None else policy_for(s, institution_id=institution_id)
     deadline = policy.deadline(at)
     # Idempotency is decided by the unique (institution, identifier) constraint, in one
     # statement: a concurrent twin's insert makes ours do nothing, and we replay its review.

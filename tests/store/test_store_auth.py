@@ -23,6 +23,24 @@ def test_api_key_authenticates_its_institution_and_is_stored_only_as_a_hash(engi
         assert all(len(r.key_hash) == 64 for r in stored)
 
 
+def test_an_api_key_brings_its_institutions_stored_policy_or_the_defaults(engine, world) -> None:
+    """The key lookup reads the verdict policy in the same statement (the review needs it next)."""
+    from audit_engine.policy import Policy, policy_for, set_policy
+
+    with session_scope(engine) as s:
+        p = auth.principal_for_api_key(s, world.keys["M1"])
+        assert p is not None and p.policy == Policy()
+    stored = Policy(explain_at=2, recheck_at=4, block_at=9, fail_mode="open", work_start="08:00", work_end="17:30",
+                    work_days=(1, 2, 3, 4, 5), timeout_minutes=20, timeout_action="escalate", answer_hours=12)
+    with session_scope(engine) as s:
+        set_policy(s, institution_id=world.ids["M1"], policy=stored)
+    with session_scope(engine) as s:
+        p = auth.principal_for_api_key(s, world.keys["M1"])
+        assert p is not None and p.policy == stored == policy_for(s, institution_id=world.ids["M1"])
+        other = auth.principal_for_api_key(s, world.keys["M2"])
+        assert other is not None and other.policy == Policy()
+
+
 @pytest.mark.parametrize("mangle", [lambda k: k[:-1] + ("A" if k[-1] != "A" else "B"), lambda k: "ak_nope_x", lambda k: "", lambda k: k.replace("ak_", "bk_")])
 def test_a_wrong_or_malformed_key_is_refused(engine, world, mangle) -> None:
     with session_scope(engine) as s:
