@@ -9,8 +9,9 @@ one is reviewed and written in full, and every response is checked (status 200, 
     python benchmarks/bench_service.py [--n 400] [--db sqlite,postgresql] [--workers 2]
 
 The load generator shares the machine's cores with the service, so it is kept cheap: plain
-keep-alive HTTP/1.1 over a socket with prebuilt requests (``Conn``), about a tenth of the
-CPU per request that httpx costs. Its own CPU per request is printed beside the service's.
+keep-alive HTTP/1.1 over a socket with prebuilt requests (``Conn``): 0.09 ms of CPU a request
+against 0.5-0.6 ms with httpx (measured on GET /cds-services). Its own CPU per request is
+printed beside the service's.
 
 If the shipped rulebase does not load, the stand-in engine of the tests is used and the
 output says so (the figures then measure the service without the rules network).
