@@ -105,14 +105,7 @@ class Evaluator:
 
     def key_value(self, e: n.Expr, env: Env) -> Any:
         """A lookup key's value: str, a tuple of str (text set), or None when absent."""
-        v = self.side(e, env)
-        if isinstance(v, Txt):
-            return v.value
-        if isinstance(v, tuple):
-            return v
-        if isinstance(v, Num):
-            return r.format_number(v.value)
-        return None
+        return key_of(self.side(e, env))
 
     def lookup(self, lk: n.Lookup, env: Env) -> Mapping[str, Any] | None:
         table = self.tables.get(lk.table)
@@ -170,6 +163,17 @@ class Evaluator:
             results = (self.cond(c.cond, {**env, c.var: el}) for el in elements)
             return any(results) if c.kind == "any" else all(results)
         raise TypeError(f"unknown condition {c!r}")
+
+
+def key_of(v: Any) -> Any:
+    """A side's value as a lookup key: str, a tuple of str (text set), or None when absent."""
+    if isinstance(v, Txt):
+        return v.value
+    if isinstance(v, tuple):
+        return v
+    if isinstance(v, Num):
+        return r.format_number(v.value)
+    return None
 
 
 def _wrap(v: Any, f: schema.Field | None) -> Any:

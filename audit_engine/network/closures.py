@@ -26,7 +26,7 @@ from typing import Any
 from audit_engine import schema
 from audit_engine.lang import nodes as n
 from audit_engine.lang import render as r
-from audit_engine.lang.interpreter import ABSENT, Env, Evaluator, Multi, Num, Txt, _wrap, compare
+from audit_engine.lang.interpreter import ABSENT, Env, Evaluator, Multi, Num, Txt, _wrap, compare, key_of
 from audit_engine.lang.tables import TableData
 
 Pred = Callable[[Evaluator, Env], bool]
@@ -41,17 +41,6 @@ def compile_cond(cond: n.Cond, tables: Mapping[str, TableData]) -> Pred:
     """``cond`` as a closure equal to ``lambda ev, env: ev.cond(cond, env)`` for evaluators
     over ``tables``."""
     return _Compiler(tables).cond(cond)
-
-
-def _key_of(v: Any) -> Any:
-    """``Evaluator.key_value`` of an already computed side value."""
-    if isinstance(v, Txt):
-        return v.value
-    if isinstance(v, tuple):
-        return v
-    if isinstance(v, Num):
-        return r.format_number(v.value)
-    return None
 
 
 def _constant(e: n.Expr) -> Any:
@@ -141,10 +130,10 @@ class _Compiler:
         """``Evaluator.key_value``: str, a tuple of str, or None when absent."""
         const = _constant(e)
         if const is not _MISSING:
-            return _always(_key_of(const))
+            return _always(key_of(const))
         if not isinstance(e, n.FieldRef):
             side = self.side(e)
-            return lambda ev, env: _key_of(side(ev, env))
+            return lambda ev, env: key_of(side(ev, env))
         f = schema.field_of(e.entity, e.name)
         if f is None or f.variants:
             return _always(None)  # ABSENT or a Multi: neither is a key
@@ -162,7 +151,7 @@ class _Compiler:
                 return v  # _wrap gives Txt(v)
             if t is list or t is tuple:
                 return tuple(v)  # _wrap gives the tuple itself
-            return _key_of(_wrap(v, fld))
+            return key_of(_wrap(v, fld))
         return field_key
 
     def lookup(self, lk: n.Lookup) -> Row:
