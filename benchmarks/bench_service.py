@@ -112,6 +112,17 @@ def check_review(status: int, body: bytes) -> None:
     assert b'"review"' in body, body[:500]  # extension.review: the verdict and the review id
 
 
+def listeners(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:``port`` (one per API process)."""
+    count = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.split(":")[1], 16) == port:  # 0A = TCP_LISTEN
+                count += 1
+    return count
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -228,9 +239,9 @@ def run_one(db: str, url: str, args: argparse.Namespace, fake: bool, tmp: Path) 
     base = f"http://127.0.0.1:{port}"
     speed = reference_loop_ms()
     try:
-        for _ in range(600):
+        for _ in range(600):  # every API process listening (each has its own socket), and healthy
             try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if listeners(port) >= workers and httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
