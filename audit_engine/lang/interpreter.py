@@ -88,12 +88,8 @@ class Evaluator:
             if f.name not in data:
                 return ABSENT
             return _wrap(data[f.name], f)
-        if isinstance(e, n.Number):
-            return Num(e.value, e.unit)
-        if isinstance(e, n.Text | n.Symbol):
-            return Txt(e.value)
-        if isinstance(e, n.Bool):
-            return e.value
+        if isinstance(e, n.Number | n.Text | n.Symbol | n.Bool):
+            return literal_side(e)
         if isinstance(e, n.Column):
             row = self.lookup(e.lookup, env)
             if row is None or e.column not in row or row[e.column] is None:
@@ -163,6 +159,20 @@ class Evaluator:
             results = (self.cond(c.cond, {**env, c.var: el}) for el in elements)
             return any(results) if c.kind == "any" else all(results)
         raise TypeError(f"unknown condition {c!r}")
+
+
+NOT_LITERAL: Any = object()
+
+
+def literal_side(e: n.Expr) -> Any:
+    """The side of a literal (it does not depend on the facts), or NOT_LITERAL."""
+    if isinstance(e, n.Number):
+        return Num(e.value, e.unit)
+    if isinstance(e, n.Text | n.Symbol):
+        return Txt(e.value)
+    if isinstance(e, n.Bool):
+        return e.value
+    return NOT_LITERAL
 
 
 def key_of(v: Any) -> Any:

@@ -26,7 +26,19 @@ from typing import Any
 from audit_engine import schema
 from audit_engine.lang import nodes as n
 from audit_engine.lang import render as r
-from audit_engine.lang.interpreter import ABSENT, Env, Evaluator, Multi, Num, Txt, _wrap, compare, key_of
+from audit_engine.lang.interpreter import (
+    ABSENT,
+    NOT_LITERAL,
+    Env,
+    Evaluator,
+    Multi,
+    Num,
+    Txt,
+    _wrap,
+    compare,
+    key_of,
+    literal_side,
+)
 from audit_engine.lang.tables import TableData
 
 Pred = Callable[[Evaluator, Env], bool]
@@ -41,17 +53,6 @@ def compile_cond(cond: n.Cond, tables: Mapping[str, TableData]) -> Pred:
     """``cond`` as a closure equal to ``lambda ev, env: ev.cond(cond, env)`` for evaluators
     over ``tables``."""
     return _Compiler(tables).cond(cond)
-
-
-def _constant(e: n.Expr) -> Any:
-    """``Evaluator.side`` of a literal (it does not depend on the facts), else _MISSING."""
-    if isinstance(e, n.Number):
-        return Num(e.value, e.unit)
-    if isinstance(e, n.Text | n.Symbol):
-        return Txt(e.value)
-    if isinstance(e, n.Bool):
-        return e.value
-    return _MISSING
 
 
 def _always(value: Any) -> Callable[[Evaluator, Env], Any]:
@@ -79,8 +80,8 @@ class _Compiler:
     # ---------------------------------------------------------------- values
     def side(self, e: n.Expr) -> Side:
         """``Evaluator.side``."""
-        const = _constant(e)
-        if const is not _MISSING:
+        const = literal_side(e)
+        if const is not NOT_LITERAL:
             return _always(const)
         if isinstance(e, n.FieldRef):
             return self.field(e)
@@ -128,8 +129,8 @@ class _Compiler:
 
     def key(self, e: n.Expr) -> Key:
         """``Evaluator.key_value``: str, a tuple of str, or None when absent."""
-        const = _constant(e)
-        if const is not _MISSING:
+        const = literal_side(e)
+        if const is not NOT_LITERAL:
             return _always(key_of(const))
         if not isinstance(e, n.FieldRef):
             side = self.side(e)
@@ -268,8 +269,8 @@ class _Compiler:
 
     def compare(self, c: n.Compare) -> Pred:
         op, left = c.op, self.side(c.left)
-        right_const = _constant(c.right)
-        if right_const is not _MISSING:
+        right_const = literal_side(c.right)
+        if right_const is not NOT_LITERAL:
             def compare_const(ev: Evaluator, env: Env) -> bool:
                 return compare(op, left(ev, env), right_const)
             return compare_const
@@ -284,8 +285,8 @@ class _Compiler:
 
     def contains(self, c: n.Contains) -> Pred:
         container = self.side(c.container)
-        item_const = _constant(c.item)
-        if item_const is not _MISSING:
+        item_const = literal_side(c.item)
+        if item_const is not NOT_LITERAL:
             if not isinstance(item_const, Txt):
                 return _always(False)
             wanted = item_const.value
