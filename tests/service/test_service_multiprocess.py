@@ -4,6 +4,7 @@ timeout fires once, and a crashed background worker is restarted by its supervis
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from datetime import timedelta
@@ -64,7 +65,46 @@ def test_two_deployments_on_one_database_fire_each_timeout_once_and_restart_a_de
         assert len(pids) == 2 and pids[1] != first_pid
         os.kill(pids[1], 0)  # the new worker is alive
         assert httpx.get(f"{a.base}/health", timeout=5).status_code == 200
+
+        # Kill one of deployment A's two API processes: its supervisor starts a new one, and
+        # the survivor keeps answering meanwhile.
+        def api_pids() -> list[int]:
+            return [int(p) for p in re.findall(r"API process started \(pid (\d+)\)", a.log.read_text(errors="replace"))]
+
+        first_api = api_pids()
+        assert len(first_api) == 2
+        os.kill(first_api[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while len(api_pids()) < 3 and time.monotonic() < deadline:
+            assert httpx.get(f"{a.base}/health", timeout=5).status_code == 200
+            time.sleep(0.2)
+        new_api = api_pids()[2]
+        os.kill(new_api, 0)
+        deadline = time.monotonic() + 60  # the new process loads the rulebase, then listens
+        while time.monotonic() < deadline and not _listens(new_api):
+            time.sleep(0.2)
+        assert _listens(new_api)
+        r = httpx.post(f"{a.base}/api/v1/reviews", json=numbered(99, "MP"), headers=headers, timeout=10)
+        assert r.status_code == 201, r.text
     finally:
         a.stop()
         b.stop()
         db.dispose()
+
+
+def _listens(pid: int) -> bool:
+    """Whether process ``pid`` holds a listening TCP socket (its inode is in /proc/net/tcp as LISTEN)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    inodes = set()
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    with open("/proc/net/tcp") as f:
+        return any(line.split()[3] == "0A" and line.split()[9] in inodes for line in f.readlines()[1:])
