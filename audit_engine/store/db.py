@@ -155,6 +155,10 @@ def _configure_sqlite(engine: sa.Engine) -> None:
     # of that lock against every other process (and engine) on an flock of a file beside the
     # database, which the kernel hands on at once and drops if its holder dies. SQLite's own
     # lock and busy_timeout still stand behind both. Released after COMMIT/ROLLBACK.
+    # The flock wait has no timeout (Linux has none without polling, and polling would
+    # reopen the gaps this closes): a process that hangs, alive, inside a write transaction
+    # stalls the other processes' writers, where before they failed after busy_timeout.
+    # Either way the hung process holds SQLite's write lock and must be restarted.
     writer = FairLock()
     holders: set[int] = set()
     WRITE_LOCKS[engine] = writer
