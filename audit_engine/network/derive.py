@@ -26,7 +26,7 @@ from audit_engine.findings import Finding
 from audit_engine.lang import interpreter, render
 from audit_engine.lang import nodes as n
 from audit_engine.network import closures
-from audit_engine.network.ir import CompiledRulebase, DerivedField
+from audit_engine.network.ir import CompiledRulebase
 from audit_engine.schema import PrescriptionFacts
 
 
@@ -44,17 +44,10 @@ def evaluator(compiled: CompiledRulebase, facts: PrescriptionFacts) -> interpret
     return interpreter.Evaluator(compiled.rulebase.tables, facts)
 
 
-def holds(ev: interpreter.Evaluator, d: DerivedField, bindings: dict[str, Any]) -> bool:
-    """The value of derived field ``d`` with ``bindings`` (variable -> item dict): exactly
-    ``interpreter.eval_cond``, with the evaluator made once per prescription. The reference
-    for ``predicates``, which the runtime calls instead."""
-    return bool(ev.cond(d.cond, bindings))
-
-
 def predicates(compiled: CompiledRulebase) -> dict[str, tuple[tuple[str, ...], closures.Pred]]:
     """Per distinct ``DerivedField.key`` of ``compiled``: (the variables it binds, its
     condition compiled into a closure). For every field ``d`` with that key, binding those
-    variables to ``d``'s items in order gives ``holds(ev, d, ...)``: equal keys mean equal
+    variables to ``d``'s items in order gives ``ev.cond(d.cond, ...)``: equal keys mean equal
     conditions up to the names of the bound variables, which the compiled closure reads
     under the names of the field it was compiled from."""
     out: dict[str, tuple[tuple[str, ...], closures.Pred]] = {}

@@ -99,7 +99,6 @@ def test_every_shipped_derived_field_equals_the_interpreter_on_every_fixture(shi
                 want = ev.cond(d.cond, env)
                 assert own[id(d)](ev, env) == want, (name, d.name, d.rule_id, env.keys())
                 assert shared_pred(ev, shared_env) == want, (name, d.name, d.rule_id, d.key)
-                assert derive.holds(ev, d, env) == want
                 compared += 1
                 covered.add(d.name)
                 if want:
