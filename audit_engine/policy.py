@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -162,8 +162,8 @@ def failure_verdict(policy: Policy) -> Verdict:
     return "pass" if policy.fail_mode == "open" else "recheck"
 
 
-_POLICY_COLUMNS = ("explain_at", "recheck_at", "block_at", "fail_mode", "work_start", "work_end", "work_days",
-                   "timezone", "timeout_minutes", "timeout_action", "answer_hours")
+# The stored policy's columns are named as the fields of Policy.
+_POLICY_COLUMNS = tuple(f.name for f in fields(Policy))
 
 
 @functools.cache
@@ -193,19 +193,7 @@ def stored_policy(row: Any) -> Policy:
     or when an outer join found no stored policy (the columns are then NULL)."""
     if row is None or row.explain_at is None:
         return Policy()
-    return Policy(
-        explain_at=row.explain_at,
-        recheck_at=row.recheck_at,
-        block_at=row.block_at,
-        fail_mode=row.fail_mode,
-        work_start=row.work_start,
-        work_end=row.work_end,
-        work_days=tuple(row.work_days),
-        timezone=row.timezone,
-        timeout_minutes=row.timeout_minutes,
-        timeout_action=row.timeout_action,
-        answer_hours=row.answer_hours,
-    )
+    return Policy.from_snapshot(dict(row._mapping))
 
 
 def set_policy(s: Session, *, institution_id: int, policy: Policy) -> None:
@@ -217,11 +205,7 @@ def set_policy(s: Session, *, institution_id: int, policy: Policy) -> None:
     if row is None:
         row = PolicyRow(institution_id=institution_id)
         s.add(row)
-    row.explain_at, row.recheck_at, row.block_at = policy.explain_at, policy.recheck_at, policy.block_at
-    row.fail_mode = policy.fail_mode
-    row.work_start, row.work_end, row.work_days = policy.work_start, policy.work_end, list(policy.work_days)
-    row.timezone = policy.timezone
-    row.timeout_minutes, row.timeout_action = policy.timeout_minutes, policy.timeout_action
-    row.answer_hours = policy.answer_hours
+    for name, value in policy.snapshot().items():  # the columns are named as the fields
+        setattr(row, name, value)
     row.updated_at = utcnow()
     s.flush()
