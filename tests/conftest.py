@@ -17,12 +17,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         with testing.temporary_sqlite(str(tmp_path_factory.mktemp("db"))) as url:
             yield url
         return
-    problem = testing.postgres_problem()
-    if problem is not None:
-        if testing.in_ci():
-            pytest.fail(f"{problem} (CI=true: PostgreSQL tests must run)")
-        pytest.skip(problem)
-    with testing.temporary_postgres() as url:
+    with testing.required_postgres() as url:
         yield url
 
 

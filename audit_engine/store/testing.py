@@ -65,6 +65,21 @@ def temporary_postgres() -> Iterator[str]:
 
 
 @contextmanager
+def required_postgres() -> Iterator[str]:
+    """``temporary_postgres`` for a test; when PostgreSQL is unreachable the test fails under
+    CI=true (PostgreSQL tests must run there) and is skipped elsewhere."""
+    import pytest
+
+    problem = postgres_problem()
+    if problem is not None:
+        if in_ci():
+            pytest.fail(f"{problem} (CI=true: PostgreSQL tests must run)")
+        pytest.skip(problem)
+    with temporary_postgres() as url:
+        yield url
+
+
+@contextmanager
 def temporary_sqlite(folder: str) -> Iterator[str]:
     path = os.path.join(folder, f"audit-{uuid.uuid4().hex[:8]}.sqlite")
     yield f"sqlite:///{quote(path)}"

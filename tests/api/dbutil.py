@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from audit_engine.store import testing
 
 
@@ -19,10 +17,5 @@ def fresh_database(kind: str, tmp_path: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'audit.sqlite'}"
         return
-    problem = testing.postgres_problem()
-    if problem is not None:
-        if testing.in_ci():
-            pytest.fail(f"{problem} (CI=true: PostgreSQL tests must run)")
-        pytest.skip(problem)
-    with testing.temporary_postgres() as url:
+    with testing.required_postgres() as url:
         yield url
