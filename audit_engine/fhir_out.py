@@ -245,6 +245,7 @@ _TASK_STATUS = {
     "escalated": "ready",
     "double_signed": "completed",
     "modified": "cancelled",
+    "superseded": "cancelled",
     "closed": "completed",
 }
 

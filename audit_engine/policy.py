@@ -38,6 +38,12 @@ class Policy:
     ``fail_mode`` "closed" sends a review whose engine failed to a pharmacist; "open"
     passes it (and says so on the review). Working hours are local wall-clock times in
     ``timezone`` on ISO ``work_days``; the timeout clock runs only inside them.
+
+    When nobody decides a task in time, ``timeout_action`` applies, but a timeout passes a
+    prescription only if its highest finding level is at most ``timeout_pass_max_level``
+    (default 7: level 8, 禁用 on the county scale, and above are escalated instead, whatever
+    the institution's own ``block_at``), and never one whose engine failed under fail mode
+    "closed". ``timeout_pass_max_level = 10`` lets a timeout pass any level.
     """
 
     explain_at: int = 3
@@ -51,6 +57,7 @@ class Policy:
     timeout_minutes: int = 15
     timeout_action: TimeoutAction = "pass"
     answer_hours: int = 24
+    timeout_pass_max_level: int = 7
 
     def __post_init__(self) -> None:
         problems = list(self.problems())
@@ -65,6 +72,8 @@ class Policy:
             yield f"fail_mode 须为 open 或 closed，实际为 {self.fail_mode!r}"
         if self.timeout_action not in ("pass", "escalate"):
             yield f"timeout_action 须为 pass 或 escalate，实际为 {self.timeout_action!r}"
+        if not 0 <= self.timeout_pass_max_level <= 10:
+            yield f"timeout_pass_max_level 须在 0..10 之间，实际为 {self.timeout_pass_max_level}"
         if self.timeout_minutes < 1:
             yield "timeout_minutes 须为正整数"
         if self.answer_hours < 1:
@@ -155,6 +164,16 @@ def decide_verdict(findings: Iterable[Finding], *, unchecked: bool, policy: Poli
     if unchecked and VERDICTS.index(verdict) < VERDICTS.index("recheck"):
         verdict = "recheck"
     return verdict
+
+
+def timeout_passes(policy: Policy, *, max_level: int, engine_failed: bool = False) -> bool:
+    """Whether a task reaching its deadline under ``policy`` is passed (超时通过); False means
+    it is escalated. A pass needs ``timeout_action`` "pass", a highest finding level at most
+    ``timeout_pass_max_level``, and a review the engine actually checked (under fail mode
+    "closed" an engine failure was sent to a pharmacist precisely so that someone looks)."""
+    if policy.timeout_action != "pass" or max_level > policy.timeout_pass_max_level:
+        return False
+    return not (engine_failed and policy.fail_mode == "closed")
 
 
 def failure_verdict(policy: Policy) -> Verdict:

@@ -7,6 +7,12 @@ States (``store.records``)::
        └──release/lease──┘ └────return───▶ returned ──modify──▶ modified       (final)
     pending ──timeout──▶ timeout_passed (final) | escalated        ├─insist──▶ double_signed  (final)
     escalated ──claim──▶ claimed                                   └─no answer─▶ abandoned    (final)
+    pending | claimed | escalated ──new version of the prescription──▶ superseded (final)
+
+A timeout passes a task only when the policy allows it for the task's highest finding
+level (``policy.timeout_passes``); otherwise it escalates. When the HIS resends the
+prescription number with different content, the earlier version's open task is
+superseded: it leaves the queue and names the new review (``next_review_id``).
 
 Every transition goes through :func:`_move`, which refuses anything not in
 ``TRANSITIONS`` with a TransitionError naming the task, before changing anything. Rows are
@@ -27,7 +33,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from audit_engine import audit_log, webhooks
 from audit_engine.auth import HIS_ROLE, Principal, can_see, visible_institution_ids
 from audit_engine.errors import InvalidRequestError, NotFoundError, TransitionError
-from audit_engine.policy import Policy
+from audit_engine.policy import Policy, timeout_passes
 from audit_engine.store.db import read_scope, utcnow
 from audit_engine.store.models import Institution, Review, Task
 from audit_engine.store.records import (
@@ -40,6 +46,7 @@ from audit_engine.store.records import (
     PENDING,
     REJECTED,
     RETURNED,
+    SUPERSEDED,
     TIMEOUT_PASSED,
     TaskRecord,
 )
@@ -50,8 +57,8 @@ PHARMACIST_ROLES = ("pharmacist", "admin")
 
 # status -> event -> new status
 TRANSITIONS: dict[str, dict[str, str]] = {
-    PENDING: {"claim": CLAIMED, "timeout_pass": TIMEOUT_PASSED, "escalate": ESCALATED},
-    ESCALATED: {"claim": CLAIMED},
+    PENDING: {"claim": CLAIMED, "timeout_pass": TIMEOUT_PASSED, "escalate": ESCALATED, "supersede": SUPERSEDED},
+    ESCALATED: {"claim": CLAIMED, "supersede": SUPERSEDED},
     CLAIMED: {
         "claim": CLAIMED,  # only once the holder's lease has expired
         "renew": CLAIMED,
@@ -61,6 +68,7 @@ TRANSITIONS: dict[str, dict[str, str]] = {
         "return": RETURNED,
         "timeout_pass": TIMEOUT_PASSED,  # only once the holder's lease has expired
         "escalate": ESCALATED,
+        "supersede": SUPERSEDED,
     },
     RETURNED: {"modify": MODIFIED, "insist": DOUBLE_SIGNED, "abandon": ABANDONED},
 }
@@ -74,9 +82,10 @@ REVIEW_OUTCOME = {
     "modify": "modified",
     "insist": "double_signed",
     "abandon": "abandoned",
+    "supersede": "superseded",
 }
 # Events the HIS is told about by webhook.
-NOTIFY = frozenset({"approve", "reject", "return", "timeout_pass", "escalate"})
+NOTIFY = frozenset({"approve", "reject", "return", "timeout_pass", "escalate", "supersede"})
 EVENT_ZH = {
     "claim": "认领",
     "renew": "续租",
@@ -89,6 +98,7 @@ EVENT_ZH = {
     "modify": "修改重审",
     "insist": "双签",
     "abandon": "关闭",
+    "supersede": "被新版本取代",
 }
 
 
@@ -358,6 +368,46 @@ def link_modified_review(
         )
 
 
+def supersede_version(
+    s: Session, *, earlier: Review, new_review: Review, principal: Principal, now: datetime
+) -> None:
+    """Called by ``submit_review`` when the HIS resends a prescription number with different
+    content: ``new_review`` is the new version of ``earlier`` (the latest stored version).
+
+    An open task of the earlier version (pending, claimed or escalated) is closed as
+    ``superseded`` and leaves the queue: a pharmacist must not decide on content the doctor
+    has since changed. A prescription waiting for the doctor (returned by a pharmacist,
+    returned by the system, or awaiting a reason) has been answered by modification, as
+    with ``replaces_review_id``. A decided earlier version keeps its decision, and its
+    history records that a newer version exists.
+    """
+    task = s.scalar(
+        sa.select(Task).where(Task.review_id == earlier.id).with_for_update().execution_options(populate_existing=True)
+    )
+    if task is not None and task.status in (PENDING, CLAIMED, ESCALATED):
+        task.next_review_id = new_review.id
+        task.claimed_by = task.claimed_at = task.lease_expires_at = None
+        task.decided_by, task.decided_at, task.closed_at = "system", now, now
+        _move(s, task, "supersede", actor=audit_log.Actor.of(principal), now=now,
+              detail={"new_review": new_review.id})
+        return
+    if (task is not None and task.status == RETURNED) or (
+        task is None and earlier.outcome in ("auto_return", "awaiting_reason")
+    ):
+        link_modified_review(s, previous=earlier, new_review=new_review, principal=principal, now=now)
+        return
+    audit_log.append(
+        s,
+        actor=audit_log.Actor.of(principal),
+        action="review.new_version",
+        object_type="review",
+        object_id=earlier.id,
+        institution_id=earlier.institution_id,
+        detail={"new_review": new_review.id, "outcome": earlier.outcome},
+        at=now,
+    )
+
+
 # --------------------------------------------------------------------------- background work
 def release_expired_leases(s: Session, *, now: datetime | None = None, limit: int = 500) -> int:
     """Put claimed tasks whose lease ran out back in the queue; returns how many."""
@@ -378,9 +428,10 @@ def release_expired_leases(s: Session, *, now: datetime | None = None, limit: in
 
 
 def apply_timeouts(s: Session, *, now: datetime | None = None, limit: int = 200) -> int:
-    """Fire every due timeout once: pending past its deadline → the policy's timeout action
-    (超时通过 or escalate); returned past the doctor's answer time → abandoned. Rows are taken
-    with SKIP LOCKED, so concurrent workers split the work and never fire one twice."""
+    """Fire every due timeout once: pending past its deadline → 超时通过 when the review's
+    policy allows it for the task's highest finding level (``policy.timeout_passes``), else
+    escalate; returned past the doctor's answer time → abandoned. Rows are taken with SKIP
+    LOCKED, so concurrent workers split the work and never fire one twice."""
     at = now or utcnow()
     due = s.scalars(
         sa.select(Task)
@@ -401,9 +452,11 @@ def apply_timeouts(s: Session, *, now: datetime | None = None, limit: int = 200)
             task.closed_at = at
             _move(s, task, "abandon", actor=audit_log.SYSTEM, now=at)
             continue
-        policy = _policy_of(s, task)
+        review = s.get(Review, task.review_id)
+        policy = Policy.from_snapshot(review.policy) if review is not None else Policy()
+        engine_failed = bool(review is not None and review.engine_failed)
         task.claimed_by = task.claimed_at = task.lease_expires_at = None
-        if policy.timeout_action == "pass":
+        if timeout_passes(policy, max_level=task.max_level, engine_failed=engine_failed):
             task.decision, task.decided_by, task.decided_at, task.closed_at = "timeout_pass", "system", at, at
             _move(
                 s,
@@ -415,7 +468,20 @@ def apply_timeouts(s: Session, *, now: datetime | None = None, limit: int = 200)
             )
         else:
             task.escalated, task.deadline_at = True, None
-            _move(s, task, "escalate", actor=audit_log.SYSTEM, now=at)
+            why = (
+                "timeout_action" if policy.timeout_action != "pass"
+                else "engine_failed" if task.max_level <= policy.timeout_pass_max_level
+                else "max_level"
+            )
+            _move(
+                s,
+                task,
+                "escalate",
+                actor=audit_log.SYSTEM,
+                now=at,
+                detail={"because": why, "max_level": task.max_level,
+                        "timeout_pass_max_level": policy.timeout_pass_max_level},
+            )
     return len(due)
 
 

@@ -164,6 +164,7 @@ def enqueue_decision(s: Session, *, review: Review, task: Task, now: datetime) -
         "reason": task.reason,
         "decided_by": task.decided_by,
         "decided_at": (task.decided_at or now).isoformat(),
+        "next_review_id": task.next_review_id,  # the new version, when superseded
     }
     return enqueue(
         s,

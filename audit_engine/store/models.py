@@ -1,7 +1,7 @@
 """ORM models of the review store (SQLAlchemy 2.x typed mappings).
 
-Every table is created by Alembic migration 0001 (``store/migrations/versions``); keep the
-two in step. Times are naive UTC ``datetime`` values everywhere, so that SQLite and
+Every table is created by the Alembic migrations (``store/migrations/versions``: 0001 the
+initial schema, 0002 prescription versions, card issuance, read records); keep them in step. Times are naive UTC ``datetime`` values everywhere, so that SQLite and
 PostgreSQL compare and hash them the same way. Public ids (prescriptions, reviews, tasks,
 deliveries) are random 32-hex strings so they reveal neither volume nor order; reference
 data uses integer keys.
@@ -81,6 +81,8 @@ class Policy(Base):
     timezone: Mapped[str] = mapped_column(sa.String(64))
     timeout_minutes: Mapped[int]
     timeout_action: Mapped[str] = mapped_column(sa.String(16))  # pass | escalate
+    # A timeout passes a task only when its highest finding level is at most this; above it escalates.
+    timeout_pass_max_level: Mapped[int] = mapped_column(server_default=sa.text("7"))
     answer_hours: Mapped[int]  # how long a returned prescription waits for the doctor
     updated_at: Mapped[datetime]
 
@@ -152,15 +154,26 @@ class UserToken(Base):
 
 # --------------------------------------------------------------------------- prescriptions and reviews
 class Prescription(Base):
-    """A prescription exactly as received. Immutable: no update path exists or is allowed."""
+    """A prescription exactly as received. Immutable: no update path exists or is allowed.
+
+    One row per *version*: the HIS may resend its prescription number with edited content
+    (the doctor changed a drug), and that is a new row with the same ``identifier`` and a
+    different ``content_hash`` (see ``audit_engine.intake.content``). The unique index makes
+    (institution, identifier, content) the idempotency key, so concurrent twins of one
+    version insert one row.
+    """
 
     __tablename__ = "prescriptions"
-    __table_args__ = (sa.UniqueConstraint("institution_id", "identifier", name="uq_prescription_identifier"),)
+    __table_args__ = (
+        sa.Index("uq_prescription_version", "institution_id", "identifier", "content_hash", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)
     institution_id: Mapped[int] = mapped_column(sa.ForeignKey("institutions.id"))
     # The HIS's prescription identifier; None when it sent none (then no idempotency).
     identifier: Mapped[str | None] = mapped_column(sa.String(200), default=None)
+    # sha256 of the clinical content; "legacy:<raw_sha256>" for rows stored before migration 0002.
+    content_hash: Mapped[str] = mapped_column(sa.String(80))
     kind: Mapped[str] = mapped_column(sa.String(24))  # bundle | cds | medication_request
     raw: Mapped[str] = mapped_column(sa.Text)  # the received JSON text
     raw_sha256: Mapped[str] = mapped_column(sa.String(64))
@@ -181,7 +194,9 @@ class Review(Base):
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)
     prescription_id: Mapped[str] = mapped_column(sa.ForeignKey("prescriptions.id"), index=True)
     institution_id: Mapped[int] = mapped_column(sa.ForeignKey("institutions.id"))
-    previous_review_id: Mapped[str | None] = mapped_column(sa.ForeignKey("reviews.id"), default=None)
+    # The earlier review this one replaces: an earlier version of the same prescription number,
+    # or the returned prescription a doctor modified. Indexed: reads look for the next version.
+    previous_review_id: Mapped[str | None] = mapped_column(sa.ForeignKey("reviews.id"), index=True, default=None)
     rulebase_version: Mapped[str] = mapped_column(sa.String(128))
     verdict: Mapped[str] = mapped_column(sa.String(16))  # pass | explain | recheck | block
     # Where the review stands: system_pass, awaiting_reason, explained, pending, pharmacist_pass,
@@ -222,9 +237,14 @@ class FindingRow(Base):
 
 
 class Feedback(Base):
-    """A doctor's response to a card or finding (CDS Hooks feedback: accepted / overridden)."""
+    """A doctor's response to a card or finding (CDS Hooks feedback: accepted / overridden).
+
+    A card gets one response: the unique index on ``card_id`` makes a resent feedback a no-op
+    even when both copies arrive at once. Native explanations carry no card (NULL, not unique).
+    """
 
     __tablename__ = "feedback"
+    __table_args__ = (sa.Index("uq_feedback_card", "card_id", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     review_id: Mapped[str] = mapped_column(sa.ForeignKey("reviews.id"), index=True)
@@ -233,6 +253,21 @@ class Feedback(Base):
     outcome: Mapped[str] = mapped_column(sa.String(16))  # accepted | overridden
     reason: Mapped[str | None] = mapped_column(sa.Text, default=None)
     created_at: Mapped[datetime]
+    outcome_at: Mapped[datetime | None] = mapped_column(default=None)  # CDS outcomeTimestamp, naive UTC
+
+
+class CdsCard(Base):
+    """A CDS Hooks card the service issued: feedback is accepted only for these, and only from
+    the institution it was issued to. One card per finding; the id is stable across replays."""
+
+    __tablename__ = "cds_cards"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)  # the card's uuid
+    review_id: Mapped[str] = mapped_column(sa.ForeignKey("reviews.id"), index=True)
+    institution_id: Mapped[int] = mapped_column(sa.ForeignKey("institutions.id"))
+    position: Mapped[int]  # the finding's position in the review
+    rule_id: Mapped[str] = mapped_column(sa.String(64))
+    issued_at: Mapped[datetime]
 
 
 class Task(Base):
@@ -247,7 +282,7 @@ class Task(Base):
             "status",
             "ck_task_status",
             ("pending", "claimed", "returned", "escalated", "approved", "rejected", "modified",
-             "double_signed", "timeout_passed", "abandoned"),
+             "double_signed", "timeout_passed", "abandoned", "superseded"),
         ),
     )
 
@@ -327,6 +362,26 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)  # always 1
     last_seq: Mapped[int]
     last_hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+class ReviewAccess(Base):
+    """Who read a review, when, and how: reads are audited here, never in the review's history.
+
+    Append-only (database triggers refuse updates and deletes). No foreign key: the record of
+    who saw a prescription outlives the prescription's destruction at the end of retention.
+    """
+
+    __tablename__ = "review_access"
+    __table_args__ = (sa.Index("ix_review_access_review", "review_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    review_id: Mapped[str] = mapped_column(sa.String(32))
+    institution_id: Mapped[int | None] = mapped_column(default=None)  # the review's institution
+    actor_kind: Mapped[str] = mapped_column(sa.String(16))  # institution | user | system
+    actor_id: Mapped[str | None] = mapped_column(sa.String(64), default=None)
+    actor_name: Mapped[str | None] = mapped_column(sa.String(200), default=None)
+    action: Mapped[str] = mapped_column(sa.String(24))  # read | read_raw | list | replay
+    at: Mapped[datetime]
 
 
 # --------------------------------------------------------------------------- webhooks

@@ -17,9 +17,9 @@ from audit_engine.store.models import FindingRow, Review, Task
 # Task statuses. A task ends in exactly one FINAL status.
 PENDING, CLAIMED, RETURNED, ESCALATED = "pending", "claimed", "returned", "escalated"
 APPROVED, REJECTED, MODIFIED, DOUBLE_SIGNED = "approved", "rejected", "modified", "double_signed"
-TIMEOUT_PASSED, ABANDONED = "timeout_passed", "abandoned"
+TIMEOUT_PASSED, ABANDONED, SUPERSEDED = "timeout_passed", "abandoned", "superseded"
 OPEN_STATUSES = frozenset({PENDING, CLAIMED, RETURNED, ESCALATED})
-FINAL_STATUSES = frozenset({APPROVED, REJECTED, MODIFIED, DOUBLE_SIGNED, TIMEOUT_PASSED, ABANDONED})
+FINAL_STATUSES = frozenset({APPROVED, REJECTED, MODIFIED, DOUBLE_SIGNED, TIMEOUT_PASSED, ABANDONED, SUPERSEDED})
 
 # Review outcomes (DOMAIN.md: 系统通过 / 人工通过 / 超时通过 / 打回 / 双签 / 自动打回 ...).
 OUTCOME_ZH = {
@@ -36,6 +36,7 @@ OUTCOME_ZH = {
     "escalated": "超时升级",
     "auto_return": "自动打回",
     "abandoned": "打回后未答复",
+    "superseded": "已被新版本取代",
 }
 # Outcomes after which the HIS has its answer (long-poll returns, webhooks fire).
 DECIDED_OUTCOMES = frozenset(OUTCOME_ZH) - {"pending", "escalated"}
@@ -105,8 +106,11 @@ class ReviewRecord:
     ``verdict`` is the system's verdict (pass / explain / recheck / block); ``outcome`` is
     where the review stands now (see ``OUTCOME_ZH``); ``decision`` is the pharmacist's (or
     the timeout's) decision once there is one; ``history`` is the audit trail of the review
-    and its task. ``replayed`` is True when this call found an earlier review of the same
-    prescription identifier instead of creating one.
+    and its task (changes only: reads are recorded apart, in ``review_access``). ``replayed``
+    is True when this call found the stored review of the same prescription identifier and
+    the same clinical content instead of creating one. ``previous_review_id`` /
+    ``next_review_id`` link the versions of a prescription (same number, edited content) and
+    a returned prescription to its modification.
     """
 
     id: str
@@ -138,6 +142,7 @@ class ReviewRecord:
     history: tuple[HistoryEntry, ...] = ()
     facts: dict[str, Any] | None = None
     replayed: bool = False
+    next_review_id: str | None = None
 
     @property
     def outcome_zh(self) -> str:
@@ -185,6 +190,7 @@ def build_review_record(
     findings: tuple[Finding, ...],
     history: tuple[HistoryEntry, ...],
     facts: dict[str, Any] | None,
+    next_review_id: str | None = None,
 ) -> ReviewRecord:
     """A ReviewRecord from a review row (attached or detached) and what goes with it."""
     return ReviewRecord(
@@ -216,4 +222,5 @@ def build_review_record(
         decision=decision_of(review, task),
         history=history,
         facts=facts,
+        next_review_id=next_review_id,
     )

@@ -1,4 +1,4 @@
-"""Submitting and reading reviews: one transaction per review, idempotent per prescription.
+"""Submitting and reading reviews: one transaction per review, idempotent per prescription version.
 
 ``submit_review`` runs the pipeline (``audit_engine.review.review_payload``) *before* it
 touches the database, so the write lock (SQLite) or row locks (PostgreSQL) are held only
@@ -6,6 +6,16 @@ for the inserts. It then writes the prescription as received, the review with it
 findings and the policy snapshot, the pharmacist task when the verdict is ``recheck``, and
 the audit entries — all in the caller's transaction (``session_scope``): either all of it
 is committed or none of it.
+
+Idempotency is by prescription number *and* clinical content (``intake.content``): the
+same number with the same content replays the stored review; the same number with new
+content is a new version, reviewed afresh and linked to the latest earlier version, whose
+open task is superseded (``queue.supersede_version``). Submissions of one number are
+serialised (a transaction-scoped advisory lock on PostgreSQL; SQLite has one writer), so
+concurrent versions form one chain, and the unique index on (institution, number,
+content) makes concurrent twins of one version store one review.
+
+Reads are not changes: they go to ``review_access``, never to the review's history.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from audit_engine import audit_log
 from audit_engine.auth import Principal, can_see, visible_institution_ids
@@ -28,12 +38,15 @@ from audit_engine.errors import AccessDeniedError, IntakeError, InvalidRequestEr
 from audit_engine.findings import Finding
 from audit_engine.policy import decide_verdict, failure_verdict, policy_for
 from audit_engine.store.db import utcnow
+from audit_engine.intake.content import content_hash
 from audit_engine.store.models import (
+    CdsCard,
     Feedback,
     FindingRow,
     Institution,
     Prescription,
     Review,
+    ReviewAccess,
     Task,
     new_id,
 )
@@ -48,6 +61,12 @@ from audit_engine.store.retention import retain_until, retention_class
 
 Kind = Literal["bundle", "cds", "medication_request"]
 ReviewFn = Callable[..., Any]  # review_payload's signature; returns a ReviewResult
+
+# Namespace (first key) of the advisory locks that serialise submissions of one prescription number.
+PRESCRIPTION_LOCK_NAMESPACE = 0x52580001
+# Audit actions that were reads before reads moved to review_access (migration 0002): old
+# entries stay in the chain but are not shown as history.
+READ_ACTIONS = frozenset({"prescription.read", "prescription.read_raw", "prescription.list", "review.replayed"})
 
 OUTCOME_FOR_VERDICT = {
     "pass": "system_pass",
@@ -97,12 +116,16 @@ def submit_review(
 ) -> ReviewRecord:
     """Review a submission and store it, all in the caller's transaction; returns the review.
 
-    Idempotent: when the institution already sent this prescription identifier, the stored
-    review comes back (``replayed=True``) and nothing new is written besides the audit
-    entry of the read — also under concurrent submits (the unique constraint decides).
+    Idempotent by number and content: when the institution already sent this prescription
+    identifier with the same clinical content, the stored review comes back
+    (``replayed=True``) and nothing is written besides the access record — also under
+    concurrent submits (the unique index decides). The same identifier with different
+    content is a new version: reviewed afresh, linked to the latest earlier version
+    (``previous_review_id``), whose open task is superseded (``queue.supersede_version``).
     ``raw`` is the exact request body, stored as received (else ``payload`` re-serialised).
     ``replaces_review_id`` links a doctor's modified prescription to the returned review it
     answers. IntakeError from the pipeline propagates untouched, before anything is written.
+    A CDS submission (``kind="cds"``) also records the cards it issues (``cds_cards``).
     An internal failure of the pipeline does not raise: the institution's fail mode decides
     (open → pass, closed → pharmacist) and the review records it.
     """
@@ -138,6 +161,7 @@ def submit_review(
         "kind": kind,
         "raw": raw_text,
         "raw_sha256": hashlib.sha256(raw_text.encode()).hexdigest(),
+        "content_hash": content_hash(payload),
         "received_at": at,
         "retention_class": ret_class,
         "retain_until": retain_until(at, ret_class),
@@ -151,13 +175,21 @@ def submit_review(
             raise NotFoundError(f"Review/{replaces_review_id}", "被修改的原审核不存在")
     policy = principal.policy if principal.policy is not None else policy_for(s, institution_id=institution_id)
     deadline = policy.deadline(at)
-    # Idempotency is decided by the unique (institution, identifier) constraint, in one
-    # statement: a concurrent twin's insert makes ours do nothing, and we replay its review.
+    # One submission of a number at a time (PostgreSQL; SQLite has a single writer anyway),
+    # so that versions form one chain. Idempotency itself is decided by the unique
+    # (institution, identifier, content) index, in one statement: a concurrent twin's insert
+    # makes ours do nothing, and we replay its review.
+    if identifier is not None:
+        _lock_prescription_number(s, institution_id, identifier)
     if not _insert_prescription(s, rx):
-        existing = _find_by_identifier(s, institution_id, identifier or "")
+        existing = _find_version(s, institution_id, identifier or "", rx["content_hash"])
         if existing is None:  # cannot happen: the conflicting row is committed and visible
             raise InvalidRequestError(f"Prescription/{identifier}", "处方标识冲突，请重试")
-        return _replay(s, existing, principal)
+        if previous is not None and existing.id == previous.id:
+            raise InvalidRequestError(f"Review/{previous.id}", "修改后的处方与原处方内容相同，请修改后再提交")
+        return _replay(s, existing, principal, kind=kind, now=at)
+    # The latest earlier version of this number, if any: the new review is linked to it.
+    earlier = _latest_version(s, institution_id, identifier, exclude=rx["id"]) if identifier is not None else None
 
     findings: tuple[Finding, ...] = tuple(result.findings) if result is not None else ()
     unchecked = bool(result.unchecked) if result is not None else True
@@ -175,7 +207,7 @@ def submit_review(
         "id": new_id(),
         "prescription_id": rx["id"],
         "institution_id": institution_id,
-        "previous_review_id": previous.id if previous else None,
+        "previous_review_id": previous.id if previous else earlier.id if earlier else None,
         "rulebase_version": result.rulebase_version
         if result is not None
         else str(getattr(engine, "version", "")),
@@ -241,6 +273,12 @@ def submit_review(
         from audit_engine.queue import link_modified_review
 
         link_modified_review(s, previous=previous, new_review=review, principal=principal, now=at)
+    if earlier is not None and (previous is None or earlier.id != previous.id):
+        from audit_engine.queue import supersede_version
+
+        supersede_version(s, earlier=earlier, new_review=review, principal=principal, now=at)
+    if kind == "cds" and findings:
+        _issue_cards(s, review_id=review.id, institution_id=institution_id, findings=findings, at=at)
     actor = audit_log.Actor.of(principal)
     entries = [
         audit_log.NewEntry(
@@ -259,6 +297,8 @@ def submit_review(
                 "engine_failed": failure is not None,
                 "fail_mode": policy.fail_mode,
                 "raw_sha256": rx["raw_sha256"],
+                "content_hash": rx["content_hash"],
+                "previous_review": review.previous_review_id,
             },
             at,
         )
@@ -298,10 +338,12 @@ _INSERT_TASK = _table(Task).insert()
 _UPSERTS: dict[str, Any] = {}
 
 
-def _insert_prescription(s: Session, values: dict[str, Any]) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING; False when the identifier was already taken."""
+def _insert_ignoring_conflicts(s: Session, model: type[Any], values: Any, index_elements: list[str]) -> bool:
+    """INSERT … ON CONFLICT (index_elements) DO NOTHING; False when nothing was inserted
+    (for a list of rows: when none was)."""
     dialect = s.get_bind().dialect.name
-    stmt = _UPSERTS.get(dialect)
+    key = f"{dialect}:{_table(model).name}"
+    stmt = _UPSERTS.get(key)
     if stmt is None:
         dialect_insert: Any
         if dialect == "postgresql":
@@ -311,39 +353,131 @@ def _insert_prescription(s: Session, values: dict[str, Any]) -> bool:
         else:  # any other backend: a savepoint around a plain insert
             try:
                 with s.begin_nested():
-                    s.execute(_table(Prescription).insert(), values)
+                    s.execute(_table(model).insert(), values)
                 return True
             except IntegrityError:
                 return False
-        table = _table(Prescription)
-        stmt = _UPSERTS[dialect] = (
-            dialect_insert(table)
-            .on_conflict_do_nothing(index_elements=["institution_id", "identifier"])
-            .returning(table.c.id)
-        )
-    return s.execute(stmt, values).first() is not None
+        table = _table(model)
+        stmt = _UPSERTS[key] = dialect_insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    if isinstance(values, list):
+        result: Any = s.execute(stmt, values)
+        return bool(result.rowcount)
+    return bool(s.execute(stmt.returning(_table(model).c[index_elements[0]]), values).first() is not None)
 
 
-def _find_by_identifier(s: Session, institution_id: int, identifier: str) -> Review | None:
+def _insert_prescription(s: Session, values: dict[str, Any]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING; False when this version (number and content) is stored."""
+    return _insert_ignoring_conflicts(s, Prescription, values, ["institution_id", "identifier", "content_hash"])
+
+
+def _lock_prescription_number(s: Session, institution_id: int, identifier: str) -> None:
+    """Serialise submissions of one prescription number until commit (PostgreSQL advisory lock;
+    on SQLite every writer already holds the database's single write lock)."""
+    if s.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"{institution_id}|{identifier}".encode()).digest()
+    key = int.from_bytes(digest[:4], "big", signed=True)
+    s.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": PRESCRIPTION_LOCK_NAMESPACE, "key": key})
+
+
+def _find_version(s: Session, institution_id: int, identifier: str, content: str) -> Review | None:
+    """The review of the stored version (number and content) of a prescription."""
     return s.scalar(
         sa.select(Review)
         .join(Prescription, Review.prescription_id == Prescription.id)
-        .where(Prescription.institution_id == institution_id, Prescription.identifier == identifier)
+        .where(
+            Prescription.institution_id == institution_id,
+            Prescription.identifier == identifier,
+            Prescription.content_hash == content,
+        )
         .order_by(Review.created_at)
         .limit(1)
     )
 
 
-def _replay(s: Session, review: Review, principal: Principal) -> ReviewRecord:
-    audit_log.append(
-        s,
-        actor=audit_log.Actor.of(principal),
-        action="review.replayed",
-        object_type="review",
-        object_id=review.id,
-        institution_id=review.institution_id,
+def _latest_version(s: Session, institution_id: int, identifier: str, *, exclude: str) -> Review | None:
+    """The latest stored version of a prescription number other than prescription ``exclude``:
+    the review no other version of the number names as its previous one (the chain's head)."""
+    newer = aliased(Review)
+    newer_rx = aliased(Prescription)
+    successor = (
+        sa.select(newer.id)
+        .join(newer_rx, newer.prescription_id == newer_rx.id)
+        .where(
+            newer.previous_review_id == Review.id,
+            newer_rx.institution_id == institution_id,
+            newer_rx.identifier == identifier,
+            newer_rx.id != exclude,
+        )
+        .exists()
     )
-    return dataclasses.replace(_record(s, review, with_history=False), replayed=True)
+    return s.scalar(
+        sa.select(Review)
+        .join(Prescription, Review.prescription_id == Prescription.id)
+        .where(
+            Prescription.institution_id == institution_id,
+            Prescription.identifier == identifier,
+            Prescription.id != exclude,
+            ~successor,
+        )
+        .order_by(Review.created_at.desc(), Review.id.desc())
+        .limit(1)
+    )
+
+
+def _issue_cards(s: Session, *, review_id: str, institution_id: int, findings: tuple[Finding, ...], at: datetime) -> None:
+    """Record the CDS cards of a review (one per finding, ids from ``fhir_out.card_id``);
+    idempotent, so a replayed review's cards are recorded once."""
+    from audit_engine.fhir_out import card_id
+
+    rows = [
+        {
+            "id": card_id(review_id, f, n),
+            "review_id": review_id,
+            "institution_id": institution_id,
+            "position": n,
+            "rule_id": f.rule_id,
+            "issued_at": at,
+        }
+        for n, f in enumerate(findings)
+    ]
+    if rows:
+        _insert_ignoring_conflicts(s, CdsCard, rows, ["id"])
+
+
+_INSERT_ACCESS = _table(ReviewAccess).insert()
+
+
+def _log_access(s: Session, principal: Principal, reviews: list[tuple[str, int | None]], action: str,
+                at: datetime | None = None) -> None:
+    """Record reads (who, when, which reviews, how): the access record, not the history."""
+    if not reviews:
+        return
+    actor = audit_log.Actor.of(principal)
+    when = at or utcnow()
+    s.execute(
+        _INSERT_ACCESS,
+        [
+            {
+                "review_id": review_id,
+                "institution_id": institution_id,
+                "actor_kind": actor.kind,
+                "actor_id": actor.id,
+                "actor_name": actor.name,
+                "action": action,
+                "at": when,
+            }
+            for review_id, institution_id in reviews
+        ],
+    )
+
+
+def _replay(s: Session, review: Review, principal: Principal, *, kind: str, now: datetime) -> ReviewRecord:
+    record = _record(s, review, with_history=False)
+    if kind == "cds":  # the same version first sent natively gets its cards now
+        _issue_cards(s, review_id=review.id, institution_id=review.institution_id, findings=record.findings, at=now)
+    _log_access(s, principal, [(review.id, review.institution_id)], "replay", now)
+    return dataclasses.replace(record, replayed=True)
 
 
 def _record(s: Session, review: Review, *, with_history: bool, with_facts: bool = False) -> ReviewRecord:
@@ -354,7 +488,14 @@ def _record(s: Session, review: Review, *, with_history: bool, with_facts: bool 
     rows = s.scalars(
         sa.select(FindingRow).where(FindingRow.review_id == review.id).order_by(FindingRow.position)
     )
-    history = audit_log.history(s, object_ids=[review.id, task.id if task else ""]) if with_history else []
+    history = (
+        [h for h in audit_log.history(s, object_ids=[review.id, task.id if task else ""]) if h.action not in READ_ACTIONS]
+        if with_history
+        else []
+    )
+    next_review_id = s.scalar(
+        sa.select(Review.id).where(Review.previous_review_id == review.id).order_by(Review.created_at).limit(1)
+    )
     return build_review_record(
         review,
         rx={
@@ -368,45 +509,33 @@ def _record(s: Session, review: Review, *, with_history: bool, with_facts: bool 
         findings=tuple(finding_of(r) for r in rows),
         history=tuple(history),
         facts=dict(review.facts) if with_facts else None,
+        next_review_id=next_review_id,
     )
 
 
 def get_review(
     s: Session, *, review_id: str, principal: Principal, with_facts: bool = False
 ) -> ReviewRecord | None:
-    """The review with its decision and history, or None when absent or not visible to
-    ``principal``. Every read is logged (``prescription.read``)."""
+    """The review with its decision and history (its changes), or None when absent or not
+    visible to ``principal``. Every read is recorded in ``review_access`` (``read``), never
+    in the history."""
     review = s.get(Review, review_id)
     if review is None or not can_see(s, principal, review.institution_id):
         return None
     record = _record(s, review, with_history=True, with_facts=with_facts)
-    # Logged last: the append locks the chain head until commit, so keep that window short.
-    audit_log.append(
-        s,
-        actor=audit_log.Actor.of(principal),
-        action="prescription.read",
-        object_type="review",
-        object_id=review.id,
-        institution_id=review.institution_id,
-    )
+    _log_access(s, principal, [(review.id, review.institution_id)], "read")
     return record
 
 
 def get_prescription_raw(s: Session, *, review_id: str, principal: Principal) -> str | None:
-    """The prescription exactly as received (JSON text), or None; the read is logged."""
+    """The prescription exactly as received (JSON text), or None; the read is recorded
+    (``review_access``, ``read_raw``)."""
     review = s.get(Review, review_id)
     if review is None or not can_see(s, principal, review.institution_id):
         return None
     rx = s.get(Prescription, review.prescription_id)
     assert rx is not None
-    audit_log.append(
-        s,
-        actor=audit_log.Actor.of(principal),
-        action="prescription.read_raw",
-        object_type="review",
-        object_id=review.id,
-        institution_id=review.institution_id,
-    )
+    _log_access(s, principal, [(review.id, review.institution_id)], "read_raw")
     return rx.raw
 
 
@@ -419,7 +548,8 @@ def list_reviews(
     institution_id: int | None = None,
     since: datetime | None = None,
 ) -> list[ReviewRecord]:
-    """Recent reviews the principal may see, newest first (one audit entry lists the ids read)."""
+    """Recent reviews the principal may see, newest first (each one read is recorded in
+    ``review_access`` as ``list``)."""
     q = sa.select(Review).order_by(Review.created_at.desc(), Review.id).limit(max(1, min(limit, 500)))
     visible = visible_institution_ids(s, principal)
     if visible is not None:
@@ -432,15 +562,7 @@ def list_reviews(
         q = q.where(Review.created_at >= since)
     reviews = s.scalars(q).all()
     records = [_record(s, r, with_history=False) for r in reviews]
-    if reviews:
-        audit_log.append(
-            s,
-            actor=audit_log.Actor.of(principal),
-            action="prescription.list",
-            object_type="review",
-            object_id=reviews[0].id,
-            detail={"ids": [r.id for r in reviews]},
-        )
+    _log_access(s, principal, [(r.id, r.institution_id) for r in reviews], "list")
     return records
 
 

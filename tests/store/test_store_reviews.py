@@ -19,6 +19,7 @@ from audit_engine.store.models import (
     ImmutableRecordError,
     Prescription,
     Review,
+    ReviewAccess,
     Task,
 )
 from audit_engine.store.testing import FakePipeline, World, medication_bundle
@@ -193,21 +194,36 @@ def test_emergency_prescriptions_are_marked(engine, world, pipeline) -> None:
     assert rec.emergency and rec.task is not None and rec.task.emergency
 
 
-def test_every_read_of_a_prescription_is_logged(engine, world, pipeline) -> None:
+def test_every_read_of_a_prescription_is_recorded_in_the_access_record_not_the_history(engine, world, pipeline) -> None:
     rec = submit(engine, world.his_m1, medication_bundle("RX-READ", levels=(6,)), pipeline)
     with session_scope(engine) as s:
         got = reviews.get_review(s, review_id=rec.id, principal=world.ph_c1)
         assert got is not None and got.id == rec.id
         raw = reviews.get_prescription_raw(s, review_id=rec.id, principal=world.ph_c1)
         assert raw is not None and "RX-READ" in raw
+        listed = reviews.list_reviews(s, principal=world.quality)
+        assert [r.id for r in listed] == [rec.id]
     with session_scope(engine) as s:
-        reads = s.scalars(
-            sa.select(AuditEntry).where(AuditEntry.object_id == rec.id, AuditEntry.action.like("prescription.%"))
-        ).all()
-        assert [(e.action, e.actor_name) for e in reads] == [
-            ("prescription.read", "ph_c1"),
-            ("prescription.read_raw", "ph_c1"),
+        reads = s.scalars(sa.select(ReviewAccess).where(ReviewAccess.review_id == rec.id).order_by(ReviewAccess.id)).all()
+        assert [(a.action, a.actor_name, a.institution_id) for a in reads] == [
+            ("read", "ph_c1", world.ids["M1"]),
+            ("read_raw", "ph_c1", world.ids["M1"]),
+            ("list", "quality", world.ids["M1"]),
         ]
+        assert s.scalar(sa.select(sa.func.count()).select_from(AuditEntry).where(AuditEntry.action.like("prescription.%"))) == 0
+        history = reviews.get_review(s, review_id=rec.id, principal=world.his_m1)
+        assert history is not None
+        assert [h.action for h in history.history] == ["review.created", "task.created"]
+
+
+def test_the_access_record_refuses_updates_and_deletes(engine, world, pipeline) -> None:
+    rec = submit(engine, world.his_m1, medication_bundle("RX-READ-IMM", levels=(6,)), pipeline)
+    with session_scope(engine) as s:
+        reviews.get_review(s, review_id=rec.id, principal=world.ph_c1)
+    for sql in ("UPDATE review_access SET actor_name = 'nobody'", "DELETE FROM review_access"):
+        with pytest.raises(sa.exc.DatabaseError, match="immutable"), engine.begin() as conn:
+            conn.execute(sa.text(sql))
+    assert count(engine, ReviewAccess) == 1
 
 
 def test_an_institution_sees_only_its_own_and_a_centre_sees_its_members(engine, world, pipeline) -> None:
