@@ -165,20 +165,3 @@ async def submit(
         return record
 
     return await run_in_threadpool(work)
-
-
-def review_id_for_card(session: Session, card: str) -> tuple[str, int] | None:
-    """(review id, finding position) of a card uuid this service issued, or None."""
-    import sqlalchemy as sa
-
-    from audit_engine.fhir_out import parse_card_id
-    from audit_engine.store.models import Review
-
-    parsed = parse_card_id(card)
-    if parsed is None:
-        return None
-    prefix, position = parsed
-    ids = session.scalars(
-        sa.select(Review.id).where(Review.id >= prefix, Review.id < prefix + "g").limit(2)
-    ).all()
-    return (ids[0], position) if len(ids) == 1 else None

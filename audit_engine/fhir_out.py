@@ -58,24 +58,16 @@ def severity_for(level: int, *, explain_at: int, recheck_at: int) -> str:
 
 
 def card_id(review_id: str, finding: Finding, index: int) -> str:
-    """A stable card uuid that leads back to its finding without storing cards.
+    """The stable uuid of the card of the ``index``-th finding of a review.
 
     Review ids are 32 random hex digits: the card uuid is the first 24 of them followed by
-    the finding's position, so feedback (which carries only the card uuid) finds the
-    review by prefix and the finding by position. Other id shapes fall back to a uuid5.
+    the finding's position, so a replayed review issues the same card ids. Issued cards are
+    stored (``cds_cards``) and feedback is accepted only for those. Other id shapes fall
+    back to a uuid5.
     """
     if len(review_id) == 32 and all(c in "0123456789abcdef" for c in review_id):
         return str(uuid.UUID(review_id[:24] + f"{index:08x}"))
     return str(uuid.uuid5(_CARD_NAMESPACE, f"{review_id}|{index}|{finding.rule_id}|{','.join(finding.implicated)}"))
-
-
-def parse_card_id(card: str) -> tuple[str, int] | None:
-    """(review id prefix, finding position) of a card uuid made by :func:`card_id`, or None."""
-    try:
-        hex_ = uuid.UUID(card).hex
-    except ValueError:
-        return None
-    return hex_[:24], int(hex_[24:], 16)
 
 
 def _truncate(text: str, limit: int) -> str:

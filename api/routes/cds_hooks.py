@@ -6,6 +6,8 @@ The doctor signs → the HIS posts the draft orders here → cards come back at 
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import PrincipalDep, RuntimeDep, SecretDep, SessionDep
 from api.errors import ApiError, read_json, read_json_raw
-from api.views import review_id_for_card, submit, thresholds
+from api.views import submit, thresholds
 from audit_engine.fhir_out import card_id, cds_response
 
 router = APIRouter(tags=["cds-hooks"])
@@ -114,11 +116,22 @@ async def order_sign(service_id: str, request: Request, runtime: RuntimeDep, sec
 @router.post(
     "/cds-services/{service_id}/feedback",
     summary="记录医师对卡片的反馈（accepted / overridden）",
+    description=(
+        "只接受本服务发给调用机构的卡片（否则 404）。同一卡片的反馈只记录一次：重发相同反馈返回 200，"
+        "计入 `already_recorded`；对已反馈的卡片改报另一结果为 409。`outcomeTimestamp` 可省略，给出时须为 FHIR instant"
+        "（如 `2026-11-23T08:00:00Z`，须含秒和时区），否则 422。"
+    ),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"type": "object"},
         "example": {"feedback": [{"card": "0b2d…", "outcome": "overridden", "overrideReason": {
             "reason": {"code": "benefit-outweighs-risk", "display": "获益大于风险"}, "userComment": "已告知患者"},
             "outcomeTimestamp": "2026-11-23T08:00:00Z"}]}}}}},
+    responses={
+        200: {"description": "已记录", "content": {"application/json": {"example": {"recorded": 1, "already_recorded": 0}}}},
+        404: {"description": "不是本服务发给本机构的卡片（OperationOutcome，expression 为 feedback[i].card）"},
+        409: {"description": "该卡片已有另一种反馈结果（OperationOutcome）"},
+        422: {"description": "反馈格式不合法（OperationOutcome，含 FHIRPath）"},
+    },
 )
 async def feedback(
     service_id: str, request: Request, runtime: RuntimeDep, session: SessionDep, principal: PrincipalDep
@@ -140,32 +153,59 @@ async def feedback(
             raise ApiError(422, f"outcome 必须是 accepted 或 overridden，收到 {outcome!r}", code="value",
                            expression=f"{where}.outcome")
         reason = _override_reason(item.get("overrideReason"), f"{where}.overrideReason")
-        parsed.append((card, outcome, reason))
+        at = _instant(item.get("outcomeTimestamp"), f"{where}.outcomeTimestamp")
+        parsed.append((card, outcome, reason, at))
 
-    from audit_engine.store.reviews import get_review, record_feedback
+    from audit_engine.errors import NotFoundError
+    from audit_engine.store.reviews import record_card_feedback
 
-    def work() -> int:
+    def work() -> tuple[int, int]:
+        recorded = 0
         try:
-            for i, (card, outcome, reason) in enumerate(parsed):
-                found = review_id_for_card(session, card)
-                if found is None:
-                    raise ApiError(404, f"没有卡片 {card}（不是本服务发出的卡片）", code="not-found",
-                                   expression=f"feedback[{i}].card")
-                review_id, position = found
-                record = get_review(session, review_id=review_id, principal=principal)
-                if record is None:
-                    raise ApiError(404, f"没有卡片 {card}", code="not-found", expression=f"feedback[{i}].card")
-                rule_id = record.findings[position].rule_id if position < len(record.findings) else None
-                record_feedback(session, review_id=review_id, principal=principal, outcome=outcome,
-                                rule_id=rule_id, card_id=card, reason=reason)
+            for i, (card, outcome, reason, at) in enumerate(parsed):
+                try:
+                    new = record_card_feedback(session, card_id=card, principal=principal, outcome=outcome,
+                                               reason=reason, outcome_at=at)
+                except NotFoundError as err:
+                    raise ApiError(404, err.message + f"：{card}", code="not-found",
+                                   expression=f"feedback[{i}].card") from None
+                recorded += int(new)
             session.commit()
         except BaseException:
             session.rollback()
             raise
-        return len(parsed)
+        return recorded, len(parsed) - recorded
 
-    recorded = await run_in_threadpool(work)
-    return JSONResponse({"recorded": recorded})
+    recorded, already = await run_in_threadpool(work)
+    return JSONResponse({"recorded": recorded, "already_recorded": already})
+
+
+# FHIR R4 ``instant``: always to the second, always with a time zone.
+_INSTANT = re.compile(
+    r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
+)
+
+
+def _instant(value: Any, where: str) -> datetime | None:
+    """A FHIR instant as naive UTC (what the store keeps), None when absent; 422 otherwise."""
+    if value is None:
+        return None
+    bad = ApiError(422, f"outcomeTimestamp 须为 FHIR instant（如 2026-11-23T08:00:00Z），收到 {value!r}",
+                   code="value", expression=where)
+    if not isinstance(value, str) or not _INSTANT.fullmatch(value):
+        raise bad
+    text = value.replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:  # Python keeps microseconds: cut the fraction to 6 digits, keep the offset
+        digits = re.match(r"[0-9]+", rest)
+        assert digits is not None
+        text = f"{head}.{digits.group()[:6]}{rest[digits.end():]}"
+    try:
+        parsed = datetime.fromisoformat(text.replace(":60", ":59"))  # a leap second counts as :59
+    except ValueError:  # 2026-02-30 matches the pattern but is no date
+        raise bad from None
+    return parsed.astimezone(UTC).replace(tzinfo=None)
 
 
 def _override_reason(value: Any, where: str) -> str | None:

@@ -176,9 +176,15 @@ class ExplanationIn(BaseModel):
     model_config = {"json_schema_extra": {"examples": [{"reason": "患者既往使用耐受，已告知风险"}]}}
 
 
-@router.post("/reviews/{review_id}/explanation", summary="医师对“需说明理由”的处方给出理由（记为 overridden 反馈）")
+@router.post(
+    "/reviews/{review_id}/explanation",
+    summary="医师对“需说明理由”的处方给出理由（记为 overridden 反馈）",
+    description="`rule_id` 缺省时理由针对全部问题；给出时须是本审核问题中的规则编号，否则 422。",
+    responses={404: {"description": "不存在或无权查看（OperationOutcome）"},
+               422: {"description": "理由为空，或 rule_id 不在本审核的问题中（OperationOutcome，expression 为 rule_id）"}},
+)
 def explain(review_id: str, body: ExplanationIn, session: SessionDep, principal: PrincipalDep) -> JSONResponse:
-    from audit_engine.store.reviews import get_review, record_feedback
+    from audit_engine.store.reviews import UnknownRuleError, get_review, record_feedback
 
     if not body.reason.strip():
         raise ApiError(422, "理由不能为空", code="required", expression="reason")
@@ -187,6 +193,9 @@ def explain(review_id: str, body: ExplanationIn, session: SessionDep, principal:
                         rule_id=body.rule_id, reason=body.reason.strip())
         record = get_review(session, review_id=review_id, principal=principal)
         session.commit()
+    except UnknownRuleError as err:
+        session.rollback()
+        raise ApiError(422, err.message, code="value", expression=err.field) from None
     except BaseException:
         session.rollback()
         raise
