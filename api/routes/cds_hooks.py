@@ -43,28 +43,29 @@ _REQUEST_EXAMPLE = {
     "hook": "order-sign",
     "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
     "context": {
-        "userId": "Practitioner/doc-001",
-        "patientId": "pat-001",
-        "encounterId": "enc-001",
+        "userId": "Practitioner/doc-002",
+        "patientId": "pat-002",
+        "encounterId": "enc-002",
         "draftOrders": {
             "resourceType": "Bundle",
             "type": "collection",
             "entry": [{"resource": {
                 "resourceType": "MedicationRequest",
                 "id": "mr-1",
-                "identifier": [{"system": "urn:his:rx", "value": "RX20261123001"}],
+                "identifier": [{"system": "urn:his:order", "value": "RX20261123002-1"}],
+                "groupIdentifier": {"system": "urn:his:prescription", "value": "P20261123-0002"},
                 "status": "draft",
                 "intent": "order",
                 "medicationCodeableConcept": {"coding": [{"system": "http://www.whocc.no/atc", "code": "C10AA01",
                                                           "display": "辛伐他汀"}]},
-                "subject": {"reference": "Patient/pat-001"},
+                "subject": {"reference": "Patient/pat-002"},
                 "dosageInstruction": [{"text": "40mg qd", "doseAndRate": [{"doseQuantity": {
                     "value": 40, "unit": "mg"}}], "timing": {"repeat": {"frequency": 1, "period": 1,
                                                                          "periodUnit": "d"}}}],
             }}],
         },
     },
-    "prefetch": {"patient": {"resourceType": "Patient", "id": "pat-001", "gender": "male", "birthDate": "1958-04-02"}},
+    "prefetch": {"patient": {"resourceType": "Patient", "id": "pat-002", "gender": "male", "birthDate": "1958-04-02"}},
 }
 
 _RESPONSE_EXAMPLE = {
@@ -89,6 +90,11 @@ def discovery() -> dict[str, Any]:
 @router.post(
     "/cds-services/{service_id}",
     summary="order-sign：审核医师签署的处方，返回卡片",
+    description=(
+        "处方号放在 `MedicationRequest.groupIdentifier`。同一处方号、同样的临床内容重发（含新的 `hookInstance`）"
+        "返回同一审核；同一处方号、内容有改动是新版本：重新审核，关联上一版本（`previous_review_id`），"
+        "上一版本未决的药师任务关闭为 superseded。卡片 uuid 稳定，反馈只接受本服务发出的卡片。"
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,

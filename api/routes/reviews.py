@@ -28,7 +28,8 @@ _BUNDLE_EXAMPLE = {
                       "subject": {"reference": "Patient/pat-001"}}},
         {"resource": {
             "resourceType": "MedicationRequest", "id": "mr-1",
-            "identifier": [{"system": "urn:his:rx", "value": "RX20261123001"}],
+            "identifier": [{"system": "urn:his:order", "value": "RX20261123001-1"}],
+            "groupIdentifier": {"system": "urn:his:prescription", "value": "P20261123-0001"},
             "status": "active", "intent": "order",
             "medicationCodeableConcept": {"coding": [{"system": "http://www.whocc.no/atc", "code": "A10BA02",
                                                       "display": "二甲双胍"}]},
@@ -53,6 +54,10 @@ _REVIEW_EXAMPLE = {
     }],
     "rulebase_version": "3f2a…",
     "outcome": "pending",
+    "prescription_identifier": "urn:his:prescription|P20261123-0001",
+    "previous_review_id": None,
+    "next_review_id": None,
+    "replayed": False,
     "decision": None,
     "history": [],
 }
@@ -82,14 +87,19 @@ def _fhir_body(record: Any) -> dict[str, Any]:
     summary="提交处方（FHIR R4 Bundle）并同步得到审核结论",
     description=(
         "Bundle 类型 collection 或 transaction，含本张处方的 MedicationRequest 及可得的患者、就诊、医师、诊断、过敏、"
-        "检验信息。相同处方标识重复提交返回同一审核（不产生第二个任务）。`?_format=fhir` 或 "
+        "检验信息。处方号放在 `MedicationRequest.groupIdentifier`（或 `Bundle.identifier`）。相同处方号、相同临床内容"
+        "重复提交返回同一审核（200，`replayed: true`，不产生第二个任务）；相同处方号、内容有改动（医生修改后 HIS 沿用处方号）"
+        "是新版本：重新审核（201），`previous_review_id` 指向上一版本，上一版本未决的药师任务关闭为 superseded"
+        "（上一版本的 `next_review_id` 指向新版本）。信封字段（Bundle.meta、timestamp、资源 meta）不算内容。`?_format=fhir` 或 "
         "`Accept: application/fhir+json` 时以 DetectedIssue 的 Bundle 返回问题清单。"
     ),
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/fhir+json": {"schema": {"type": "object"}, "example": _BUNDLE_EXAMPLE},
         "application/json": {"schema": {"type": "object"}, "example": _BUNDLE_EXAMPLE}}}},
     responses={
-        200: {"description": "审核结论", "content": {"application/json": {"example": _REVIEW_EXAMPLE}}},
+        201: {"description": "新审核（新处方，或已有处方号的新版本）", "content": {"application/json": {"example": _REVIEW_EXAMPLE}}},
+        200: {"description": "重发：同一处方号、同一临床内容的已存审核（replayed: true）",
+              "content": {"application/json": {"example": {**_REVIEW_EXAMPLE, "replayed": True}}}},
         413: {"description": "请求体过大（OperationOutcome）"},
         422: {"description": "不是合格的处方（OperationOutcome，expression 为 FHIRPath）"},
     },
