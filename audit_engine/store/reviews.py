@@ -68,6 +68,8 @@ from audit_engine.store.retention import retain_until, retention_class
 Kind = Literal["bundle", "cds", "medication_request"]
 ReviewFn = Callable[..., Any]  # review_payload's signature; returns a ReviewResult
 
+# How ``intake.selection.prescription_identifier`` marks a key derived from the orders' ids.
+DERIVED_KEY_PREFIX = "sha256:"
 # Namespace (first key) of the advisory locks that serialise submissions of one prescription number.
 PRESCRIPTION_LOCK_NAMESPACE = 0x52580001
 # Audit actions that were reads before reads moved to review_access (migration 0002): old
@@ -194,8 +196,15 @@ def submit_review(
         if previous is not None and existing.id == previous.id:
             raise InvalidRequestError(f"Review/{previous.id}", "修改后的处方与原处方内容相同，请修改后再提交")
         return _replay(s, existing, principal, kind=kind, now=at)
-    # The latest earlier version of this number, if any: the new review is linked to it.
-    earlier = _latest_version(s, institution_id, identifier, exclude=rx["id"]) if identifier is not None else None
+    # The latest earlier version of this number, if any: the new review is linked to it. A key
+    # the intake derived from the orders' ids (no number sent) names no prescription: HIS that
+    # number draft orders 1, 2, 3 give every prescription of a patient that key, so a new content
+    # is another prescription, not a version, and must not close the earlier one's task.
+    earlier = (
+        _latest_version(s, institution_id, identifier, exclude=rx["id"])
+        if identifier is not None and not identifier.startswith(DERIVED_KEY_PREFIX)
+        else None
+    )
 
     findings: tuple[Finding, ...] = tuple(result.findings) if result is not None else ()
     unchecked = bool(result.unchecked) if result is not None else True
