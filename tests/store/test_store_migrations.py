@@ -241,3 +241,64 @@ def test_sqlite_writers_of_other_processes_queue_on_the_lock_file_which_a_killed
             assert not held_elsewhere()
     finally:
         eng.dispose()
+
+
+def test_0002_upgrades_a_populated_0001_database_keeping_every_row(db_url: str) -> None:
+    """Rows written under 0001 survive 0002: legacy content hashes, the task still pending, the
+    policy given the safe default, the issued CDS cards backfilled, duplicate feedback merged,
+    and the prescriptions still immutable."""
+    import pytest
+    from alembic import command
+    from alembic.config import Config
+
+    from audit_engine.store.db import MIGRATIONS_DIR
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    eng = make_engine(db_url)
+    rx, rv = "a" * 32, "b" * 32
+    try:
+        with eng.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001")
+        now = {"n": "2026-11-23 08:00:00"}
+        with eng.begin() as c:
+            c.execute(sa.text("INSERT INTO institutions (id, code, name, level, is_centre, created_at) "
+                              "VALUES (1, 'C1', '一县人民医院', '县级医院', true, :n)"), now)
+            c.execute(sa.text("INSERT INTO policies (institution_id, explain_at, recheck_at, block_at, fail_mode, "
+                              "work_start, work_end, work_days, timezone, timeout_minutes, timeout_action, answer_hours, "
+                              "updated_at) VALUES (1, 3, 5, 8, 'closed', '00:00', '24:00', '[1,2,3,4,5,6,7]', "
+                              "'Asia/Shanghai', 15, 'pass', 24, :n)"), now)
+            c.execute(sa.text("INSERT INTO prescriptions (id, institution_id, identifier, kind, raw, raw_sha256, "
+                              "received_at, retention_class, retain_until) VALUES "
+                              f"('{rx}', 1, 'urn:his|P-0001', 'cds', '{{}}', 'abc', :n, 'ordinary', '2027-11-23')"), now)
+            c.execute(sa.text("INSERT INTO reviews (id, prescription_id, institution_id, rulebase_version, verdict, "
+                              "outcome, max_level, unchecked, emergency, items, facts, policy, fail_mode, engine_failed, "
+                              f"timings_ms, created_at) VALUES ('{rv}', '{rx}', 1, 'v1', 'recheck', 'pending', 6, false, "
+                              "false, '[]', '{}', '{}', 'closed', false, '{}', :n)"), now)
+            c.execute(sa.text("INSERT INTO findings (review_id, position, rule_id, title, category, subtype, level, "
+                              f"message, evidence, implicated) VALUES ('{rv}', 0, 'DDI-TABLE', 't', '适宜性', 's', 6, "
+                              "'m', 'e', '[]')"))
+            c.execute(sa.text("INSERT INTO tasks (id, review_id, institution_id, status, emergency, escalated, "
+                              f"max_level, created_at, version) VALUES ('t1', '{rv}', 1, 'pending', false, false, 6, :n, 1)"),
+                      now)
+            for _ in range(2):
+                c.execute(sa.text("INSERT INTO feedback (review_id, card_id, outcome, created_at) "
+                                  f"VALUES ('{rv}', 'bbbbbbbb-bbbb-bbbb-bbbb-bbbb00000000', 'accepted', :n)"), now)
+        upgrade_schema(db_url)
+        with eng.begin() as c:
+            assert c.execute(sa.text("SELECT identifier, content_hash FROM prescriptions")).all() == [
+                ("urn:his|P-0001", "legacy:abc")]
+            assert c.execute(sa.text("SELECT status FROM tasks")).scalar_one() == "pending"
+            assert c.execute(sa.text("SELECT timeout_pass_max_level FROM policies")).scalar_one() == 7
+            assert c.execute(sa.text("SELECT id, review_id, position, rule_id FROM cds_cards")).all() == [
+                ("bbbbbbbb-bbbb-bbbb-bbbb-bbbb00000000", rv, 0, "DDI-TABLE")]
+            assert c.execute(sa.text("SELECT COUNT(*) FROM feedback")).scalar_one() == 1
+            if eng.dialect.name == "sqlite":
+                assert c.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+        with pytest.raises(sa.exc.DatabaseError, match="immutable"), eng.begin() as c:
+            c.execute(sa.text("UPDATE prescriptions SET raw = 'x'"))
+        with eng.begin() as c:  # the task may now be superseded
+            c.execute(sa.text("UPDATE tasks SET status = 'superseded'"))
+    finally:
+        eng.dispose()
