@@ -21,6 +21,7 @@ from .conftest import RULEBASE, clean_paths, flagged_params, read_json
 from .test_fixtures import cds_request
 
 SERVICE = "/cds-services/county-prescription-review"
+ROOT_FIXTURES = RULEBASE.parent / "fixtures" / "fhir"
 LEVEL_CODES = {"县级医院": "DC-0001", "乡镇卫生院": "DC-1203", "社区卫生服务中心": "DC-2101", "村卫生室": "DC-1203-07"}
 
 
@@ -81,3 +82,24 @@ def test_flagged_prescription_gets_cards_implicating_the_right_drugs(service: An
         assert {c["indicator"] for c in cards} <= {"warning", "critical"}
         implicated = {ref for c in cards for ref in c["extension"]["implicated"]}
         assert set(expect["expected_implicated"]) <= implicated
+
+
+def test_the_seed_rulebase_gives_a_reused_number_the_verdict_of_its_new_content(
+    service: tuple[TestClient, dict[str, str]],
+) -> None:
+    """P-0001 is clean, then the doctor adds clarithromycin to simvastatin and the HIS keeps the
+    number; and a HIS without prescription numbers sends two prescriptions whose orders are both
+    numbered 1, 2, 3. The second submission gets its own verdict, never the first one's."""
+    client, keys = service
+    headers = {"Authorization": f"Bearer {keys['县级医院']}"}
+    versions = ROOT_FIXTURES / "versions"
+    for first, second in (
+        ("p0001_v1_simvastatin_alone_clean", "p0001_v2_clarithromycin_added_same_number_dangerous"),
+        ("draft_orders_1_2_3_no_number_first_prescription", "draft_orders_1_2_3_no_number_second_prescription"),
+    ):
+        a = client.post("/api/v1/reviews", json=read_json(versions / f"{first}.json"), headers=headers)
+        b = client.post("/api/v1/reviews", json=read_json(versions / f"{second}.json"), headers=headers)
+        assert (a.status_code, b.status_code) == (201, 201), b.text
+        assert a.json()["verdict"] == "pass" and a.json()["findings"] == []
+        assert b.json()["verdict"] == "block" and not b.json()["replayed"]
+        assert any(f["level"] >= 8 and len(f["implicated"]) == 2 for f in b.json()["findings"])  # the interaction
