@@ -124,6 +124,84 @@ def test_feedback_for_an_unknown_card_is_a_404_outcome(world: World) -> None:
     assert r.json()["issue"][0]["expression"] == ["feedback[0].card"]
 
 
+def _signed(w: World, key: str | None = None) -> dict[str, Any]:
+    body = w.client.post(SERVICE, json=order_sign(load_fixture("flagged/interaction_clopidogrel_omeprazole.json")),
+                         headers=w.his(key)).json()
+    assert body["cards"]
+    return body
+
+
+def _feedback(w: World, card: str, outcome: str = "accepted", key: str | None = None, **extra: Any) -> Any:
+    item = {"card": card, "outcome": outcome, "outcomeTimestamp": "2026-11-23T08:00:00Z", **extra}
+    return w.client.post(f"{SERVICE}/feedback", json={"feedback": [item]}, headers=w.his(key))
+
+
+def _feedback_rows(w: World) -> list[tuple[str | None, str]]:
+    import sqlalchemy as sa
+
+    from audit_engine.store.db import make_engine
+    from audit_engine.store.models import Feedback
+
+    db = make_engine(w.url)
+    try:
+        with db.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.select(Feedback.card_id, Feedback.outcome))]  # type: ignore[misc]
+    finally:
+        db.dispose()
+
+
+def test_a_card_id_the_service_never_issued_is_refused_even_next_to_a_real_one(world: World) -> None:
+    import uuid
+
+    w = world
+    card = _signed(w)["cards"][0]["uuid"]
+    # the same review prefix, a finding position that has no card: shaped like ours, never issued
+    forged = str(uuid.UUID(uuid.UUID(card).hex[:24] + f"{99:08x}"))
+    for fake in (forged, str(uuid.uuid4())):
+        r = _feedback(w, fake)
+        assert r.status_code == 404 and r.json()["resourceType"] == "OperationOutcome"
+    assert _feedback_rows(w) == []
+
+
+def test_another_institutions_card_is_refused_even_for_its_centre(world: World) -> None:
+    w = world
+    card = _signed(w)["cards"][0]["uuid"]  # issued to the member TOWN01
+    for key in (w.other_member_key, w.centre_key):
+        assert _feedback(w, card, key=key).status_code == 404
+    assert _feedback_rows(w) == []
+    assert _feedback(w, card).status_code == 200
+
+
+def test_the_same_feedback_twice_is_recorded_once_and_a_contrary_one_is_a_conflict(world: World) -> None:
+    w = world
+    card = _signed(w)["cards"][0]["uuid"]
+    first, again = _feedback(w, card), _feedback(w, card)
+    assert first.json() == {"recorded": 1, "already_recorded": 0}
+    assert again.status_code == 200 and again.json() == {"recorded": 0, "already_recorded": 1}
+    contrary = _feedback(w, card, "overridden")
+    assert contrary.status_code == 409 and contrary.json()["resourceType"] == "OperationOutcome"
+    assert _feedback_rows(w) == [(card, "accepted")]
+
+
+def test_a_replayed_order_sign_keeps_its_card_ids_so_feedback_still_counts_once(world: World) -> None:
+    w = world
+    a, b = _signed(w), _signed(w)
+    assert [c["uuid"] for c in a["cards"]] == [c["uuid"] for c in b["cards"]]
+    assert _feedback(w, a["cards"][0]["uuid"]).json()["recorded"] == 1
+    assert _feedback(w, b["cards"][0]["uuid"]).json()["recorded"] == 0
+
+
+def test_outcome_timestamp_must_be_a_fhir_instant(world: World) -> None:
+    w = world
+    card = _signed(w)["cards"][0]["uuid"]
+    for bad in ("yesterday", "2026-11-23", "2026-11-23T08:00", "2026-11-23T08:00:00", "2026-02-30T08:00:00Z", 20261123):
+        r = _feedback(w, card, outcomeTimestamp=bad)
+        assert r.status_code == 422, bad
+        assert r.json()["issue"][0]["expression"] == ["feedback[0].outcomeTimestamp"]
+    assert _feedback_rows(w) == []
+    assert _feedback(w, card, outcomeTimestamp="2026-11-23T16:00:00+08:00").status_code == 200
+
+
 def test_unknown_service_id_is_404(world: World) -> None:
     r = world.client.post("/cds-services/nope", json={}, headers=world.his())
     assert r.status_code == 404 and r.json()["resourceType"] == "OperationOutcome"

@@ -185,3 +185,17 @@ def test_the_doctor_explains_an_explain_verdict_through_the_native_api(world: Wo
     other = w.client.post(f"/api/v1/reviews/{r.json()['id']}/explanation", json={"reason": "x"},
                           headers=w.his(w.other_member_key))
     assert other.status_code == 404
+
+
+def test_an_explanation_names_only_a_rule_among_the_reviews_findings(world: World) -> None:
+    w = world
+    body = w.client.post("/api/v1/reviews", json=load_fixture("flagged/interaction_clopidogrel_omeprazole.json"),
+                         headers=w.his()).json()
+    rid, rule = body["id"], body["findings"][0]["rule_id"]
+    bad = w.client.post(f"/api/v1/reviews/{rid}/explanation", json={"reason": "已告知", "rule_id": "NO-SUCH-RULE"},
+                        headers=w.his())
+    assert bad.status_code == 422 and bad.json()["issue"][0]["expression"] == ["rule_id"]
+    assert w.client.get(f"/api/v1/reviews/{rid}", headers=w.his()).json()["outcome"] == "awaiting_reason"
+    ok = w.client.post(f"/api/v1/reviews/{rid}/explanation", json={"reason": "患者既往使用耐受", "rule_id": rule},
+                       headers=w.his())
+    assert ok.status_code == 200 and ok.json()["outcome"] == "explained"
