@@ -159,3 +159,39 @@ def test_the_same_derived_key_with_other_content_is_another_prescription_not_a_v
         c = reviews.submit_review(s, principal=world.his_m1, payload=first, kind="bundle", engine=None, review_fn=Keyed())
     assert b.id != a.id and b.previous_review_id is None and c.id == a.id and c.replayed
     assert tasks(engine) == {a.id: "pending", b.id: "pending"}
+
+
+def test_the_same_card_feedback_sent_concurrently_is_recorded_once(engine, world: World) -> None:
+    from audit_engine.store.models import Feedback
+
+    payload = medication_bundle("RX-CARD", levels=(3,))
+    with session_scope(engine) as s:
+        rec = reviews.submit_review(s, principal=world.his_m1, payload=payload, kind="cds", engine=None,
+                                    review_fn=FakePipeline())
+    from audit_engine.fhir_out import card_id
+
+    card = card_id(rec.id, rec.findings[0], 0)
+    barrier = threading.Barrier(6)
+    outcomes: list[bool] = []
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            barrier.wait()
+            with session_scope(engine) as s:
+                outcomes.append(reviews.record_card_feedback(s, card_id=card, principal=world.his_m1,
+                                                             outcome="overridden", reason="患者耐受"))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and sorted(outcomes) == [False] * 5 + [True]
+    with session_scope(engine) as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Feedback)) == 1
+        got = reviews.get_review(s, review_id=rec.id, principal=world.his_m1)
+    assert got is not None and got.outcome == "explained"
+    assert [h.action for h in got.history].count("feedback.overridden") == 1
