@@ -190,7 +190,7 @@ def submit_review(
     if identifier is not None:
         _lock_prescription_number(s, institution_id, identifier)
     if not _insert_prescription(s, rx):
-        existing = _find_version(s, institution_id, identifier or "", rx["content_hash"])
+        existing = _find_version(s, institution_id, identifier or "", str(rx["content_hash"]))
         if existing is None:  # cannot happen: the conflicting row is committed and visible
             raise InvalidRequestError(f"Prescription/{identifier}", "处方标识冲突，请重试")
         if previous is not None and existing.id == previous.id:
@@ -201,7 +201,7 @@ def submit_review(
     # number draft orders 1, 2, 3 give every prescription of a patient that key, so a new content
     # is another prescription, not a version, and must not close the earlier one's task.
     earlier = (
-        _latest_version(s, institution_id, identifier, exclude=rx["id"])
+        _latest_version(s, institution_id, identifier, exclude=str(rx["id"]))
         if identifier is not None and not identifier.startswith(DERIVED_KEY_PREFIX)
         else None
     )
