@@ -56,7 +56,7 @@ def _collect(node: Any, path: str, resources: list[str], scalars: list[str]) -> 
                 _collect(entry.get("resource"), path, resources, scalars)
         return
     if isinstance(rtype, str):
-        resources.append(_canonical(_strip(node)))
+        resources.append(_canonical(node))
         return
     for key, value in node.items():
         if key not in ENVELOPE_KEYS:
