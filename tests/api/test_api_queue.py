@@ -92,7 +92,7 @@ def test_doctor_modifies_a_returned_prescription_into_a_new_linked_review(world:
     modified = copy.deepcopy(load_fixture(WARFARIN_ASPIRIN))
     modified["entry"] = [e for e in modified["entry"]
                          if "aspirin" not in e["resource"].get("id", "")]
-    modified["identifier"]["value"] += "-M1"  # a modified prescription is a new prescription number
+    modified["identifier"]["value"] += "-M1"  # a new number works as well as a new version of the old one
     for e in modified["entry"]:
         if "groupIdentifier" in e["resource"]:
             e["resource"]["groupIdentifier"]["value"] += "-M1"
