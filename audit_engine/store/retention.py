@@ -21,7 +21,15 @@ from audit_engine import audit_log
 from audit_engine.auth import Principal, visible_institution_ids
 from audit_engine.errors import InvalidRequestError
 from audit_engine.store.db import utcnow
-from audit_engine.store.models import Feedback, FindingRow, Prescription, Review, Task, WebhookDelivery
+from audit_engine.store.models import (
+    CdsCard,
+    Feedback,
+    FindingRow,
+    Prescription,
+    Review,
+    Task,
+    WebhookDelivery,
+)
 
 # 处方管理办法 第五十条: ordinary 1 year; 毒性 and 精二 2 years; 麻醉 and 精一 3 years.
 RETENTION_YEARS = {"ordinary": 1, "toxic_psy2": 2, "narcotic_psy1": 3}
@@ -126,7 +134,7 @@ def destroy(
         .values(next_review_id=None)
         .execution_options(synchronize_session=False)
     )
-    for model in (WebhookDelivery, Feedback, FindingRow, Task):
+    for model in (WebhookDelivery, Feedback, CdsCard, FindingRow, Task):
         s.execute(sa.delete(model).where(model.review_id.in_(review_ids)))
     s.execute(sa.delete(Review).where(Review.id.in_(review_ids)))
     s.execute(sa.delete(Prescription).where(Prescription.id.in_(prescription_ids)))

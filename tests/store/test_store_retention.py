@@ -89,3 +89,21 @@ def test_destruction_needs_an_admin_and_an_approval(engine, world) -> None:
         with pytest.raises(InvalidRequestError, match="批准"):
             retention.destroy(s, prescription_ids=[old.prescription_id], principal=admin_of(world),
                               approval="  ", today=date(2026, 1, 1))
+
+
+def test_destroying_a_cds_prescription_removes_its_issued_cards_and_feedback(engine, world) -> None:
+    from audit_engine.fhir_out import card_id
+    from audit_engine.store.models import CdsCard, Feedback
+
+    with session_scope(engine) as s:
+        rec = reviews.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-CDS-OLD", levels=(3,)),
+                                    kind="cds", engine=None, review_fn=FakePipeline(), now=RECEIVED)
+    with session_scope(engine) as s:
+        assert reviews.record_card_feedback(s, card_id=card_id(rec.id, rec.findings[0], 0), principal=world.his_m1,
+                                            outcome="accepted")
+    with session_scope(engine) as s:
+        assert retention.destroy(s, prescription_ids=[rec.prescription_id], principal=admin_of(world),
+                                 approval="院长批准 2025-07 第4号", today=date(2025, 7, 1)) == 1
+    with session_scope(engine) as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(CdsCard)) == 0
+        assert s.scalar(sa.select(sa.func.count()).select_from(Feedback)) == 0
