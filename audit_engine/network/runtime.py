@@ -11,8 +11,10 @@ reference semantics (``audit_engine.network.derive``).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
+from audit_engine.errors import BudgetExceededError
 from audit_engine.findings import Finding
 from audit_engine.network import closures, derive, host
 from audit_engine.network.alpha import CONTEXT_ENTITIES, empty_flag
@@ -146,13 +148,15 @@ class Network:
             chosen |= mine
         return chosen, per_item
 
-    def evaluate(self, facts: PrescriptionFacts) -> list[Finding]:
+    def evaluate(self, facts: PrescriptionFacts, *, deadline: float | None = None) -> list[Finding]:
+        """The findings for ``facts``; past ``deadline`` (``time.monotonic()``, checked before
+        each session and each row of pairs) it raises BudgetExceededError."""
         ev = derive.evaluator(self.compiled, facts)
         with self._slots:
-            matches = self._match(facts, ev)
+            matches = self._match(facts, ev, deadline=deadline)
         return self._maker.findings(ev, matches)
 
-    def _match(self, facts: PrescriptionFacts, ev: Any = None) -> derive.Matches:
+    def _match(self, facts: PrescriptionFacts, ev: Any = None, *, deadline: float | None = None) -> derive.Matches:
         ctx = {e: getattr(facts, e) for e in CONTEXT_ENTITIES}
         items = facts.items
         if ev is None:
@@ -167,7 +171,9 @@ class Network:
         # the bound items' content, never their position, so it is evaluated once per class
         # (pair of classes) and n copies cost what one does.
         cls = content_classes(items)
+        started = time.monotonic()
         for si in sorted(chosen):
+            _check(deadline, started)
             sr = self._shards[si]
             sid = host.new_sid()
             batch: list[dict[str, Any]] = [{"sid": sid, "t": host.SENTINEL_TYPE}]
@@ -194,7 +200,7 @@ class Network:
                     f[name] = v
                 batch.append(f)
             if sr.shard.needs_pairs:
-                batch.extend(self._pair_facts(sr, sid, items, cls, ev, memo))
+                batch.extend(self._pair_facts(sr, sid, items, cls, ev, memo, deadline, started))
             for action in host.run_session(sr.handle, sid, batch):
                 for name, binding in action.items():
                     br = sr.branches.get(name)
@@ -213,7 +219,8 @@ class Network:
 
     @staticmethod
     def _pair_facts(sr: _ShardRuntime, sid: str, items: list[dict[str, Any]], cls: list[int], ev: Any,
-                    memo: dict[tuple[str, tuple[int, ...]], bool]) -> list[dict[str, Any]]:
+                    memo: dict[tuple[str, tuple[int, ...]], bool], deadline: float | None = None,
+                    started: float = 0.0) -> list[dict[str, Any]]:
         """The shard's pair facts: one per ordered pair of distinct items, or, when the shard
         has a gate (``Shard.pair_gate``), only those with a gate field true.
 
@@ -224,6 +231,7 @@ class Network:
         out: list[dict[str, Any]] = []
         if not sr.shard.pair_gate:
             for i, a in enumerate(items):
+                _check(deadline, started)
                 for j, b in enumerate(items):
                     if i != j:
                         out.append(_pair_fact(sr.pair_derived, sid, i, j, a, b, (cls[i], cls[j]), ev, memo, {}))
@@ -239,6 +247,7 @@ class Network:
                 passes.append((role, [bool(screen(ev, first[c])) for c in range(len(first))]))
         gated = tuple(zip(sr.pair_gated, passes, strict=True))
         for i, a in enumerate(items):
+            _check(deadline, started)
             for j, b in enumerate(items):
                 if i == j:
                     continue
@@ -269,6 +278,13 @@ def _pair_fact(derived: tuple[_Derived, ...], sid: str, i: int, j: int, a: dict[
             v = memo[key, at] = bool(pred(ev, {binds[0]: a, binds[1]: b}))
         f[name] = v
     return f
+
+
+def _check(deadline: float | None, started: float) -> None:
+    if deadline is not None:
+        now = time.monotonic()
+        if now > deadline:
+            raise BudgetExceededError("engine", (deadline - started) * 1000, (now - started) * 1000)
 
 
 def content_classes(items: list[dict[str, Any]]) -> list[int]:

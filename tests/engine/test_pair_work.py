@@ -197,3 +197,15 @@ def test_a_compiled_rulebase_with_a_negated_pair_lookup_gates_on_the_positive_on
     shard = next(s for s in compiled.shards if s.needs_pairs)
     assert len(shard.pair_gate) == 1
     assert next(d for d in shard.derived if d.name == shard.pair_gate[0]).cond == cond.operands[0]
+
+
+def test_the_engine_stops_at_its_deadline_with_a_budget_error(shipped: Engine) -> None:
+    import time
+
+    from audit_engine.errors import BudgetExceededError
+
+    facts = _facts(json.loads(LARGE_TCM.read_text(encoding="utf-8")))
+    with pytest.raises(BudgetExceededError) as err:
+        shipped.evaluate_versioned(facts, deadline=time.monotonic() - 0.001)
+    assert err.value.stage == "engine"
+    assert shipped.evaluate_versioned(facts, deadline=time.monotonic() + 3600)[1] == shipped.evaluate(facts)
