@@ -21,7 +21,8 @@ class Settings(BaseModel, frozen=True):
     auth_disabled: bool = Field(default=False, description="AUDIT_AUTH_DISABLED=1: local development only")
     max_body_bytes: int = Field(default=2_000_000, gt=0, description="larger request bodies get 413")
     rulebase_poll_seconds: float = Field(
-        default=2.0, ge=0, description="how often a process asks the DB which rulebase version is active"
+        default=2.0, ge=0,
+        description="how often a process asks the DB which rulebase version is active, and the audit chain's state"
     )
     long_poll_max_seconds: float = Field(default=60.0, ge=0)
     token_ttl_seconds: int = Field(default=8 * 3600, gt=0)

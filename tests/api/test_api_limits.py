@@ -146,3 +146,43 @@ def test_health_answers_while_the_largest_allowed_prescription_is_being_reviewed
         w.engine.hold.clear()
         worker.join(30)
     assert result["r"].status_code == 201
+
+
+def test_health_shows_a_broken_audit_chain_and_stays_200(any_world: World) -> None:
+    from apiworld import load_fixture
+
+    from audit_engine import audit_log, chain_check
+    from audit_engine.store.db import is_postgres, session_scope
+    from audit_engine.store.models import AuditEntry
+
+    w = any_world
+    assert w.client.post("/api/v1/reviews", json=large_tcm(), headers=w.his()).status_code == 201
+    r = w.client.post("/api/v1/reviews", json=load_fixture("flagged/interaction_warfarin_aspirin.json"),
+                      headers=w.his())
+    assert r.status_code == 201 and r.json()["verdict"] == "recheck"
+    db = make_engine(w.url)
+    try:
+        with session_scope(db) as s:
+            audit_log.seal(s)  # the worker's sealing (PostgreSQL)
+        monitor = chain_check.ChainMonitor()
+        assert chain_check.run_check(db, monitor).state == "intact"
+        intact = w.client.get("/health").json()["audit_chain"]
+        assert intact["status"] == "intact" and intact["verified_seq"] >= 3
+        # With the trigger bypassed, the review.created entry's verdict goes from recheck to pass.
+        with db.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER audit_log_no_update" + (" ON audit_log" if is_postgres(db) else ""))
+        table = AuditEntry.__table__
+        with db.begin() as conn:
+            row = conn.execute(sa.select(table).where(table.c.action == "review.created",
+                                                      table.c.object_id == r.json()["id"])).one()
+            assert row.detail["verdict"] == "recheck"
+            conn.execute(sa.update(table).where(table.c.id == row.id)
+                         .values(detail={**row.detail, "verdict": "pass"}))
+        assert chain_check.run_check(db, monitor).state == "broken"
+    finally:
+        db.dispose()
+    health = w.client.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    chain = health.json()["audit_chain"]
+    assert chain["status"] == "broken" and chain["first_bad_seq"] == row.chain_seq
+    assert "篡改" in chain["problem"]
