@@ -38,7 +38,7 @@ class Settings(BaseModel, frozen=True):
         description="AUDIT_HEADER_TIMEOUT_SECONDS: a client must send a request's headers within this, "
                     "from connecting or from the end of its previous response (slow-header clients)")
     body_timeout_seconds: float = Field(
-        default=30.0, gt=0,
+        default=60.0, gt=0,
         description="AUDIT_BODY_TIMEOUT_SECONDS: the whole request body must arrive within this (slow-body clients)")
 
     @field_validator("database_url")
@@ -72,7 +72,7 @@ def load_settings() -> Settings:
         review_budget_ms=float(os.environ.get("AUDIT_REVIEW_BUDGET_MS", "2000")),
         keep_alive_seconds=float(os.environ.get("AUDIT_KEEP_ALIVE_SECONDS", "5")),
         header_timeout_seconds=float(os.environ.get("AUDIT_HEADER_TIMEOUT_SECONDS", "10")),
-        body_timeout_seconds=float(os.environ.get("AUDIT_BODY_TIMEOUT_SECONDS", "30")),
+        body_timeout_seconds=float(os.environ.get("AUDIT_BODY_TIMEOUT_SECONDS", "60")),
     )
 
 
