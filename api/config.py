@@ -28,7 +28,7 @@ class Settings(BaseModel, frozen=True):
     token_ttl_seconds: int = Field(default=8 * 3600, gt=0)
     rulebase_store_dir: str = Field(default="data/rulebases", description="where uploaded rulebase versions live")
     review_budget_ms: float = Field(
-        default=2000.0, gt=0,
+        default=5000.0, gt=0,
         description="AUDIT_REVIEW_BUDGET_MS: a review still running after this long stops, and the "
                     "institution's fail mode decides (open: pass, closed: pharmacist); the review records why")
     keep_alive_seconds: float = Field(
@@ -69,7 +69,7 @@ def load_settings() -> Settings:
         rulebase_poll_seconds=float(os.environ.get("AUDIT_RULEBASE_POLL_SECONDS", "2.0")),
         long_poll_max_seconds=float(os.environ.get("AUDIT_LONG_POLL_MAX_SECONDS", "60")),
         rulebase_store_dir=os.environ.get("AUDIT_RULEBASE_STORE", "data/rulebases"),
-        review_budget_ms=float(os.environ.get("AUDIT_REVIEW_BUDGET_MS", "2000")),
+        review_budget_ms=float(os.environ.get("AUDIT_REVIEW_BUDGET_MS", "5000")),
         keep_alive_seconds=float(os.environ.get("AUDIT_KEEP_ALIVE_SECONDS", "5")),
         header_timeout_seconds=float(os.environ.get("AUDIT_HEADER_TIMEOUT_SECONDS", "10")),
         body_timeout_seconds=float(os.environ.get("AUDIT_BODY_TIMEOUT_SECONDS", "60")),

@@ -125,7 +125,7 @@ def test_a_review_past_its_time_budget_passes_under_a_fail_open_policy(tight_bud
 def test_the_budget_comes_from_audit_review_budget_ms(monkeypatch: pytest.MonkeyPatch) -> None:
     from api.config import Settings, load_settings
 
-    assert Settings(database_url="sqlite://").review_budget_ms == 2000
+    assert Settings(database_url="sqlite://").review_budget_ms == 5000
     monkeypatch.setenv("AUDIT_REVIEW_BUDGET_MS", "750")
     assert load_settings().review_budget_ms == 750
 
