@@ -163,8 +163,8 @@ class StatusCache:
             try:
                 with Session(engine) as s:
                     self._status = latest_status(s)
-            except sa.exc.SQLAlchemyError:
-                log.exception("cannot read the audit chain status")
+            except sa.exc.SQLAlchemyError as exc:  # a database hiccup: keep the last known state
+                log.warning("cannot read the audit chain status: %s", exc.__class__.__name__)
                 return before
             if self._status.state == "broken" and before.state != "broken":
                 log.error("audit chain broken at seq %s: %s", self._status.bad_seq, self._status.problem)
