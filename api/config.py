@@ -21,11 +21,25 @@ class Settings(BaseModel, frozen=True):
     auth_disabled: bool = Field(default=False, description="AUDIT_AUTH_DISABLED=1: local development only")
     max_body_bytes: int = Field(default=2_000_000, gt=0, description="larger request bodies get 413")
     rulebase_poll_seconds: float = Field(
-        default=2.0, ge=0, description="how often a process asks the DB which rulebase version is active"
+        default=2.0, ge=0,
+        description="how often a process asks the DB which rulebase version is active, and the audit chain's state"
     )
     long_poll_max_seconds: float = Field(default=60.0, ge=0)
     token_ttl_seconds: int = Field(default=8 * 3600, gt=0)
     rulebase_store_dir: str = Field(default="data/rulebases", description="where uploaded rulebase versions live")
+    review_budget_ms: float = Field(
+        default=5000.0, gt=0,
+        description="AUDIT_REVIEW_BUDGET_MS: a review still running after this long stops, and the "
+                    "institution's fail mode decides (open: pass, closed: pharmacist); the review records why")
+    keep_alive_seconds: float = Field(
+        default=5.0, gt=0, description="AUDIT_KEEP_ALIVE_SECONDS: an idle keep-alive connection is closed after this")
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0,
+        description="AUDIT_HEADER_TIMEOUT_SECONDS: a client must send a request's headers within this, "
+                    "from connecting or from the end of its previous response (slow-header clients)")
+    body_timeout_seconds: float = Field(
+        default=60.0, gt=0,
+        description="AUDIT_BODY_TIMEOUT_SECONDS: the whole request body must arrive within this (slow-body clients)")
 
     @field_validator("database_url")
     @classmethod
@@ -55,6 +69,10 @@ def load_settings() -> Settings:
         rulebase_poll_seconds=float(os.environ.get("AUDIT_RULEBASE_POLL_SECONDS", "2.0")),
         long_poll_max_seconds=float(os.environ.get("AUDIT_LONG_POLL_MAX_SECONDS", "60")),
         rulebase_store_dir=os.environ.get("AUDIT_RULEBASE_STORE", "data/rulebases"),
+        review_budget_ms=float(os.environ.get("AUDIT_REVIEW_BUDGET_MS", "5000")),
+        keep_alive_seconds=float(os.environ.get("AUDIT_KEEP_ALIVE_SECONDS", "5")),
+        header_timeout_seconds=float(os.environ.get("AUDIT_HEADER_TIMEOUT_SECONDS", "10")),
+        body_timeout_seconds=float(os.environ.get("AUDIT_BODY_TIMEOUT_SECONDS", "60")),
     )
 
 

@@ -41,6 +41,18 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
     # Tests inject a factory (path or None -> engine); production loads real rulebases.
     engine_factory: Callable[[str | None], Engine] | None = None
+    _chain: Any = None  # chain_check.StatusCache, made on first use
+
+    def chain_status(self) -> Any:
+        """The audit chain's state as the background worker last recorded it (a
+        ``chain_check.ChainStatus``; read from the DB at most every ``rulebase_poll_seconds``)."""
+        from audit_engine.chain_check import ChainStatus, StatusCache
+
+        if self.db is None:
+            return ChainStatus("unchecked")
+        if self._chain is None:
+            self._chain = StatusCache(self.settings.rulebase_poll_seconds)
+        return self._chain.get(self.db)
 
     def start(self) -> None:
         """Open the database and load the active rulebase (the shipped one if none is active)."""

@@ -44,8 +44,10 @@ def _api_main(host: str, port: int, log_level: str) -> None:
     """Entry point of one API process of ``serve --workers N``: uvicorn on a socket of its own."""
     import uvicorn
 
+    from api.connection_guard import uvicorn_options
+
     config = uvicorn.Config("api.main:create_app", factory=True, host=host, port=port, log_level=log_level,
-                            access_log=False)
+                            access_log=False, **uvicorn_options(get_settings()))
     uvicorn.Server(config).run(sockets=[_listening_socket(host, port)])
 
 
@@ -149,8 +151,10 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
     try:
         if workers > 1:
             return _run_processes(host, port, workers, log_level)
+        from api.connection_guard import uvicorn_options
+
         uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_level=log_level,
-                    access_log=False)
+                    access_log=False, **uvicorn_options(settings))
     finally:
         supervisor.stop()
     return 0

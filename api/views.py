@@ -68,6 +68,11 @@ def review_json(record: Any) -> dict[str, Any]:
     ):
         if hasattr(record, name):
             body[name] = jsonable(getattr(record, name))
+    if getattr(record, "engine_failed", False):
+        # Why the fail mode decided, without the internal error text: the time budget ran out,
+        # or the engine failed.
+        error = str(getattr(record, "engine_error", "") or "")
+        body["engine_failure"] = "time-budget" if error.startswith("BudgetExceededError") else "engine-error"
     if getattr(record, "facts", None) is not None:  # read with with_facts=True: the workbench's view
         body["context"] = context_json(record.facts, record.findings,
                                        institution_code=getattr(record, "institution_code", None))
@@ -143,12 +148,17 @@ async def submit(
     run in one trip to the thread pool, on a session of their own; the event loop only
     parses JSON.
     """
+    from functools import partial
+
     from api.deps import resolve_principal
+    from audit_engine.review import review_payload
     from audit_engine.store.reviews import submit_review
 
     if runtime.db is None:
         raise ApiError(503, "服务尚未就绪", code="transient")
     db = runtime.db
+    # Past the budget the pipeline raises, and submit_review applies the institution's fail mode.
+    review_fn = partial(review_payload, budget_ms=runtime.settings.review_budget_ms)
 
     def work() -> Any:
         engine = runtime.review_engine()  # may poll the DB for the active version: before our transaction
@@ -157,7 +167,8 @@ async def submit(
                 caller = principal if principal is not None else resolve_principal(runtime, session, secret,
                                                                                    end_txn=False)
                 record = submit_review(session, principal=caller, payload=payload, kind=kind,
-                                       engine=engine, raw=raw, replaces_review_id=replaces_review_id)
+                                       engine=engine, raw=raw, replaces_review_id=replaces_review_id,
+                                       review_fn=review_fn)
                 session.commit()
             except BaseException:
                 session.rollback()

@@ -67,17 +67,43 @@ class HistoryEntry:
 
 @dataclass(frozen=True, slots=True)
 class ChainReport:
-    """Result of :func:`verify_chain`: ``ok``, how many entries were checked, and the first bad one."""
+    """Result of :func:`verify_chain`: ``ok``, how many entries were checked, and the first bad
+    one: its chain position ``bad_seq``, its row ``bad_id`` (None when the row is missing from
+    the end) and what is wrong."""
 
     ok: bool
     checked: int
     bad_id: int | None = None
     problem: str | None = None
     unsealed: int = 0
+    bad_seq: int | None = None
 
     @property
     def location(self) -> str | None:
         return f"audit_log/{self.bad_id}" if self.bad_id is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainCursor:
+    """A verified position in the chain: entry ``seq`` and its hash (seq 0: before the first)."""
+
+    seq: int
+    hash: str
+
+
+GENESIS = ChainCursor(0, GENESIS_HASH)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """What :func:`verify_segment` found: the cursor it reached, how many entries it checked,
+    and the first bad entry (``bad_seq``, ``bad_id``, ``problem``) if any."""
+
+    cursor: ChainCursor
+    checked: int
+    bad_seq: int | None = None
+    bad_id: int | None = None
+    problem: str | None = None
 
 
 def canonical(entry: dict[str, Any]) -> str:
@@ -212,41 +238,70 @@ def seal(s: Session, *, limit: int = 5000) -> int:
     return len(updates)
 
 
+def verify_segment(s: Session, after: ChainCursor, *, limit: int, upto: int | None = None) -> Segment:
+    """Check at most ``limit`` sealed entries following ``after`` (and not past ``upto``): each
+    must have the next sequence number, link to the previous hash, and hash to its content."""
+    table = _ENTRY_TABLE
+    query = sa.select(table).where(table.c.chain_seq > after.seq)
+    if upto is not None:
+        query = query.where(table.c.chain_seq <= upto)
+    # Core rows, not ORM objects: nothing lands in the caller's identity map.
+    rows = s.execute(query.order_by(table.c.chain_seq).limit(limit)).all()
+    cursor, checked = after, 0
+    for row in rows:
+        expected = cursor.seq + 1
+        if row.chain_seq != expected:
+            return Segment(cursor, checked, expected, row.id, f"链序号 {expected} 缺失（记录被删除），其后为 audit_log/{row.id}")
+        if row.prev_hash != cursor.hash:
+            return Segment(cursor, checked, expected, row.id, f"audit_log/{row.id}: prev_hash 与上一条不符")
+        if entry_hash(cursor.hash, _content(row)) != row.hash:
+            return Segment(cursor, checked, expected, row.id, f"audit_log/{row.id}: 内容与哈希不符（记录被篡改）")
+        cursor, checked = ChainCursor(expected, str(row.hash)), checked + 1
+    return Segment(cursor, checked)
+
+
+def chain_head(s: Session) -> ChainCursor:
+    """Where the sealer says the chain ends (``audit_head``)."""
+    head = s.execute(sa.select(_HEAD_TABLE.c.last_seq, _HEAD_TABLE.c.last_hash).where(_HEAD_TABLE.c.id == 1)).one()
+    return ChainCursor(int(head.last_seq), str(head.last_hash))
+
+
+def head_problem(head: ChainCursor, reached: ChainCursor) -> str | None:
+    """Why the chain does not end where the head says, or None. ``reached`` is the last
+    entry verified up to the head's position (the walk ran out of rows, or reached it)."""
+    if reached.seq < head.seq:
+        return f"audit_log: 链尾被截断（头指向第 {head.seq} 条，实存 {reached.seq} 条）"
+    if reached.seq == head.seq and reached.hash != head.hash:
+        return f"audit_log: 链头哈希与第 {head.seq} 条不符"
+    return None
+
+
 def verify_chain(s: Session, *, batch: int = 2000) -> ChainReport:
     """Walk the sealed chain; report the first row that was edited, removed or reordered.
 
     Entries not yet sealed are counted (``unsealed``), not judged: they become verifiable
-    when the worker seals them.
+    when the worker seals them. The head is read first, so entries sealed during the walk
+    cannot look like a truncation.
     """
-    prev_hash, expected, checked = GENESIS_HASH, 1, 0
+    head = chain_head(s)
+    cursor, checked = GENESIS, 0
+    for upto in (head.seq, None):  # up to the head, then what was sealed since it was read
+        while True:
+            seg = verify_segment(s, cursor, limit=batch, upto=upto)
+            if seg.problem is not None:
+                return ChainReport(False, checked + seg.checked, seg.bad_id, seg.problem, bad_seq=seg.bad_seq)
+            checked, cursor = checked + seg.checked, seg.cursor
+            if seg.checked < batch:
+                break
+        if upto is not None and (problem := head_problem(head, cursor)) is not None:
+            unsealed = _unsealed(s)
+            return ChainReport(False, checked, None, problem, unsealed, bad_seq=cursor.seq + 1)
+    return ChainReport(True, checked, unsealed=_unsealed(s))
+
+
+def _unsealed(s: Session) -> int:
     table = _ENTRY_TABLE
-    while True:
-        # Core rows, not ORM objects: nothing lands in the caller's identity map.
-        rows = s.execute(
-            sa.select(table)
-            .where(table.c.chain_seq >= expected)
-            .order_by(table.c.chain_seq)
-            .limit(batch)
-        ).all()
-        if not rows:
-            break
-        for row in rows:
-            if row.chain_seq != expected:
-                return ChainReport(
-                    False, checked, row.id, f"audit_log/{row.id}: 链序号 {expected} 缺失（记录被删除）"
-                )
-            if row.prev_hash != prev_hash:
-                return ChainReport(False, checked, row.id, f"audit_log/{row.id}: prev_hash 与上一条不符")
-            if entry_hash(prev_hash, _content(row)) != row.hash:
-                return ChainReport(False, checked, row.id, f"audit_log/{row.id}: 内容与哈希不符（记录被篡改）")
-            prev_hash, expected, checked = row.hash, expected + 1, checked + 1
-    unsealed = int(s.scalar(sa.select(sa.func.count()).select_from(table).where(table.c.chain_seq.is_(None))) or 0)
-    head = s.execute(sa.select(_HEAD_TABLE.c.last_seq, _HEAD_TABLE.c.last_hash).where(_HEAD_TABLE.c.id == 1)).one()
-    if head.last_seq != checked or head.last_hash != prev_hash:
-        return ChainReport(
-            False, checked, None, f"audit_log: 链尾被截断（头指向第 {head.last_seq} 条，实存 {checked} 条）", unsealed
-        )
-    return ChainReport(True, checked, unsealed=unsealed)
+    return int(s.scalar(sa.select(sa.func.count()).select_from(table).where(table.c.chain_seq.is_(None))) or 0)
 
 
 def history(s: Session, *, object_ids: Iterable[str]) -> list[HistoryEntry]:

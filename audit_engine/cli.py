@@ -39,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     ia.add_argument("name")
     ia.add_argument("--level", required=True, help="县级医院, 乡镇卫生院, 社区卫生服务中心 or 村卫生室")
 
+    audit = sub.add_parser("audit", help="the audit log")
+    audit_sub = audit.add_subparsers(dest="action", required=True)
+    audit_sub.add_parser("verify", help="verify the whole hash chain; exit 1 naming the first bad entry")
+
     user = sub.add_parser("user", help="manage users")
     user_sub = user.add_subparsers(dest="action", required=True)
     ua = user_sub.add_parser("add", help="create a user; the password is read from standard input")
@@ -69,6 +73,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from audit_engine import review
 
         return review.cmd_review(args.file, rulebase=args.rulebase)
+    if args.command == "audit":
+        from audit_engine import chain_check
+
+        return chain_check.cmd_verify()
     from api import server
 
     if args.command == "serve":

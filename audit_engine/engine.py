@@ -49,8 +49,10 @@ class Engine:
         """Every finding of the current rulebase for ``facts``, sorted like the interpreter's."""
         return self.evaluate_versioned(facts)[1]
 
-    def evaluate_versioned(self, facts: PrescriptionFacts) -> tuple[str, list[Finding]]:
-        """(version evaluated with, findings): the version is exact even during a swap."""
+    def evaluate_versioned(self, facts: PrescriptionFacts, *, deadline: float | None = None
+                           ) -> tuple[str, list[Finding]]:
+        """(version evaluated with, findings): the version is exact even during a swap.
+        Past ``deadline`` (``time.monotonic()``) it raises errors.BudgetExceededError."""
         while True:
             net = self._network
             if net.acquire():
@@ -59,7 +61,7 @@ class Engine:
                 raise NetworkError("the engine is closed")
             # ``net`` was retired between the read and acquire: the new one is in place.
         try:
-            return net.version, net.evaluate(facts)
+            return net.version, net.evaluate(facts, deadline=deadline)
         finally:
             net.release()
 

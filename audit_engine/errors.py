@@ -73,6 +73,17 @@ class IntakeError(AuditEngineError):
         super().__init__("; ".join(f"{i.expression or '-'}: {i.message}" for i in issues))
 
 
+class BudgetExceededError(AuditEngineError):
+    """A review ran past its time budget; ``stage`` (intake, facts, engine) is where it stopped."""
+
+    def __init__(self, stage: str, budget_ms: float, elapsed_ms: float) -> None:
+        self.stage = stage
+        self.location = f"review/{stage}"
+        self.budget_ms = budget_ms
+        self.elapsed_ms = elapsed_ms
+        super().__init__(f"审核超出时间预算 {budget_ms:.0f} ms（在 {stage} 阶段已用 {elapsed_ms:.0f} ms），未完成审核")
+
+
 class ServiceError(AuditEngineError):
     """A request the review service refuses; ``location`` names the record ("Task/<id>", "Review/<id>")."""
 

@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from audit_engine.errors import AuditEngineError, IntakeError
+from audit_engine.errors import AuditEngineError, BudgetExceededError, IntakeError
 from audit_engine.findings import Finding
 from audit_engine.schema import FactIssue, PrescriptionFacts
 
@@ -111,13 +111,22 @@ def review_payload(
     engine: Engine,
     client_institution: dict[str, Any] | None = None,
     today: date | None = None,
+    budget_ms: float | None = None,
 ) -> ReviewResult:
-    """Review one submission. Raises IntakeError for bad input, ReviewFailedError for an internal fault."""
+    """Review one submission. Raises IntakeError for bad input, ReviewFailedError for an internal
+    fault, BudgetExceededError when ``budget_ms`` ran out (checked after intake, after the facts
+    and inside the engine between sessions and rows of pairs: a stage in progress finishes)."""
     from audit_engine import intake as intake_mod
     from audit_engine.facts import normalise
     from audit_engine.knowledge.dictionary import load_dictionary
 
     t0 = time.perf_counter()
+    deadline = time.monotonic() + budget_ms / 1000 if budget_ms is not None else None
+
+    def check(stage: str) -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            assert budget_ms is not None
+            raise BudgetExceededError(stage, budget_ms, (time.perf_counter() - t0) * 1000)
     parse = {
         "bundle": intake_mod.parse_bundle,
         "cds": intake_mod.parse_cds_request,
@@ -125,14 +134,22 @@ def review_payload(
     }[kind]
     received = parse(payload)  # IntakeError passes through untouched
     t1 = time.perf_counter()
+    check("intake")
     try:
         facts = normalise(received, dictionary=load_dictionary(), today=today, client_institution=client_institution)
     except Exception as exc:  # normalise promises FactIssues, not exceptions; a bug still must not pass silently
         raise ReviewFailedError("facts", exc) from exc
     t2 = time.perf_counter()
+    check("facts")
     try:
         # The version comes with the findings: a swap between two calls cannot mislabel a review.
-        compiled_version, rule_findings = engine.evaluate_versioned(facts)
+        if deadline is None:
+            compiled_version, rule_findings = engine.evaluate_versioned(facts)
+        else:
+            compiled_version, rule_findings = engine.evaluate_versioned(facts, deadline=deadline)
+    except BudgetExceededError as exc:
+        assert budget_ms is not None
+        raise BudgetExceededError("engine", budget_ms, (time.perf_counter() - t0) * 1000) from exc
     except Exception as exc:
         raise ReviewFailedError("engine", exc) from exc
     t3 = time.perf_counter()

@@ -10,13 +10,15 @@ time. On SQLite the write lock serialises the steps instead.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 
-from audit_engine import audit_log, queue, webhooks
+from audit_engine import audit_log, chain_check, queue, webhooks
 from audit_engine.store.db import make_engine, session_scope, utcnow
 
 log = logging.getLogger("audit_engine.worker")
@@ -30,13 +32,15 @@ class TickReport:
     timeouts: int
     deliveries: webhooks.DeliveryReport
     sealed: int = 0
+    chain: str | None = None  # the audit chain's state when this pass checked it
 
 
 def tick(
-    engine: sa.Engine, *, now: datetime | None = None, sender: webhooks.Sender | None = None
+    engine: sa.Engine, *, now: datetime | None = None, sender: webhooks.Sender | None = None,
+    chain: chain_check.ChainMonitor | None = None,
 ) -> TickReport:
     """One pass: release expired leases, fire due timeouts, send due webhooks, seal the audit
-    chain (each step its own transaction)."""
+    chain, and verify its tail when ``chain`` is given (each step its own transaction)."""
     at = now or utcnow()
     with session_scope(engine) as s:
         released = queue.release_expired_leases(s, now=at)
@@ -45,7 +49,8 @@ def tick(
     report = webhooks.deliver_due_in_steps(engine, now=at, sender=sender or webhooks.httpx_sender())
     with session_scope(engine) as s:  # last, so this pass's own entries are chained too
         sealed = audit_log.seal(s)
-    return TickReport(released, timeouts, report, sealed)
+    state = chain_check.run_check(engine, chain, now=at).state if chain is not None else None
+    return TickReport(released, timeouts, report, sealed, state)
 
 
 def run_worker(
@@ -54,15 +59,24 @@ def run_worker(
     *,
     interval_s: float = 1.0,
     sender: webhooks.Sender | None = None,
+    chain_check_s: float | None = None,
 ) -> None:
     """Loop :func:`tick` until ``stop_event`` is set. A failing pass is logged and retried on
-    the next one; the loop itself never dies of a database hiccup."""
+    the next one; the loop itself never dies of a database hiccup. Every ``chain_check_s``
+    seconds (``AUDIT_CHAIN_CHECK_SECONDS``, default 10) a pass also verifies the audit chain's
+    tail and a slice of its older entries (``chain_check.ChainMonitor``)."""
     engine = url if isinstance(url, sa.Engine) else make_engine(url)
     send = sender or webhooks.httpx_sender()
+    every = chain_check_s if chain_check_s is not None else float(os.environ.get("AUDIT_CHAIN_CHECK_SECONDS", "10"))
+    monitor = chain_check.ChainMonitor()
+    next_check = time.monotonic()
     try:
         while not stop_event.is_set():
             try:
-                report = tick(engine, sender=send)
+                due = time.monotonic() >= next_check
+                if due:
+                    next_check = time.monotonic() + every
+                report = tick(engine, sender=send, chain=monitor if due else None)
                 if report.released or report.timeouts or report.deliveries.attempted or report.sealed:
                     log.info("worker: %s", report)
             except Exception:  # keep the loop alive; the next pass retries from the database state

@@ -6,7 +6,7 @@ Entry points: :func:`parse_bundle`, :func:`parse_cds_request`, :func:`parse_medi
 
 from __future__ import annotations
 
-from .limits import IntakeLimits, check_limits, check_structure, get_limits, load_json
+from .limits import IntakeLimits, check_limits, check_orders, check_structure, get_limits, load_json
 from .model import Intake, ResourceEntry
 from .outcome import operation_outcome
 from .parse import parse_bundle, parse_cds_request, parse_medication_request
@@ -16,6 +16,7 @@ __all__ = [
     "IntakeLimits",
     "ResourceEntry",
     "check_limits",
+    "check_orders",
     "check_structure",
     "get_limits",
     "load_json",

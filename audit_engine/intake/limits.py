@@ -1,7 +1,10 @@
-"""Size limits on submitted input: body size and entry count (413), nesting depth and JSON shape (422).
+"""Size limits on submitted input: body size, entry count and orders per prescription (413),
+nesting depth and JSON shape (422).
 
 The limits are settings (environment variables, read once): a HIS that sends a whole
-patient history must get a clear answer, never a worker stuck validating megabytes.
+patient history must get a clear answer, never a worker stuck validating megabytes. The
+order limit bounds the review itself: pairwise rules (interactions, duplicates, 十八反) look
+at every ordered pair of orders, so their work grows with the square of the order count.
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit_engine.errors import InputIssue, IntakeError
+
+if TYPE_CHECKING:
+    from .model import ResourceEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +28,10 @@ class IntakeLimits:
     max_body_bytes: int = 2 * 1024 * 1024
     max_entries: int = 2000
     max_depth: int = 64
+    # Orders (MedicationRequests) under review in one prescription. 处方管理办法 (卫生部令第53号)
+    # 第六条 caps a western / 中成药 prescription at 5 drugs; a 饮片 prescription has no cap,
+    # and a large decoction or 膏方 has 30-50 herbs. 60 leaves room for all of these.
+    max_orders: int = 60
 
 
 def _env_int(name: str, default: int) -> int:
@@ -39,12 +49,14 @@ def _env_int(name: str, default: int) -> int:
 
 @lru_cache(maxsize=1)
 def get_limits() -> IntakeLimits:
-    """The limits in force: ``AUDIT_MAX_BODY_BYTES``, ``AUDIT_MAX_ENTRIES``, ``AUDIT_MAX_DEPTH`` or the defaults."""
+    """The limits in force: ``AUDIT_MAX_BODY_BYTES``, ``AUDIT_MAX_ENTRIES``, ``AUDIT_MAX_DEPTH``,
+    ``AUDIT_MAX_ORDERS`` or the defaults."""
     d = IntakeLimits()
     return IntakeLimits(
         max_body_bytes=_env_int("AUDIT_MAX_BODY_BYTES", d.max_body_bytes),
         max_entries=_env_int("AUDIT_MAX_ENTRIES", d.max_entries),
         max_depth=_env_int("AUDIT_MAX_DEPTH", d.max_depth),
+        max_orders=_env_int("AUDIT_MAX_ORDERS", d.max_orders),
     )
 
 
@@ -116,3 +128,47 @@ def check_structure(payload: dict[str, Any], limits: IntakeLimits | None = None)
             [InputIssue("too-costly", f"共 {n} 个 Bundle 条目，超过上限 {lim.max_entries} 个", expression="Bundle.entry")],
             status=413,
         )
+
+
+def check_orders(orders: list[ResourceEntry], limits: IntakeLimits | None = None) -> None:
+    """Refuse a prescription with more orders under review than the limit (413, ``too-costly``);
+    the expression is the first order beyond the limit."""
+    lim = limits or get_limits()
+    if len(orders) > lim.max_orders:
+        raise _too_many_orders(len(orders), lim.max_orders, orders[lim.max_orders].path)
+
+
+def check_raw_orders(bundle: dict[str, Any], base: str, statuses: tuple[str, ...],
+                     limits: IntakeLimits | None = None) -> None:
+    """The same refusal as :func:`check_orders`, before validation, where the orders under
+    review are known from the raw JSON alone: every entry of ``bundle`` (``base`` is its
+    FHIRPath) that is a MedicationRequest with one of ``statuses``. Validating a refused
+    request's thousand orders first would cost a second of CPU for nothing."""
+    lim = limits or get_limits()
+    entries = bundle.get("entry")
+    if not isinstance(entries, list) or len(entries) <= lim.max_orders:
+        return
+    found: list[str] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        resource, where = entry.get("resource"), f"{base}.entry[{i}].resource"
+        if resource is None and "resourceType" in entry:
+            resource, where = entry, f"{base}.entry[{i}]"
+        if isinstance(resource, dict) and resource.get("resourceType") == "MedicationRequest" \
+                and resource.get("status") in statuses:
+            found.append(where)
+    if len(found) > lim.max_orders:
+        raise _too_many_orders(len(found), lim.max_orders, found[lim.max_orders])
+
+
+def _too_many_orders(count: int, limit: int, first_beyond: str) -> IntakeError:
+    return IntakeError(
+        [InputIssue(
+            "too-costly",
+            f"本张处方共 {count} 条待审核医嘱（MedicationRequest），超过每张处方 {limit} 条的上限；"
+            "请核对是否重复发送，或拆分为多张处方",
+            expression=first_beyond,
+        )],
+        status=413,
+    )

@@ -14,7 +14,7 @@ from typing import Any
 from audit_engine.errors import InputIssue, IntakeError
 
 from .legacy import upgrade_resource
-from .limits import check_structure
+from .limits import check_orders, check_raw_orders, check_structure
 from .model import Intake, ResourceEntry, matches_reference
 from .selection import REVIEWABLE, authored_key, prescription_identifier, select_bundle_orders
 from .validate import validate_resource
@@ -113,6 +113,7 @@ def _assemble(
     conditions_supplied: bool = False,
     allergies_supplied: bool = False,
 ) -> Intake:
+    check_orders(orders)  # before anything else is done with them: pair work grows with the square
     subject = _one_subject(orders, c.issues)
     c.raise_if_any()
     patient = _pick(c.get("patients"), [subject, patient_ref])
@@ -155,6 +156,7 @@ def parse_bundle(payload: dict[str, Any]) -> Intake:
     """A FHIR R4 Bundle (collection, transaction, searchset or batch) holding the prescription."""
     _require_type(payload, "Bundle", "单条医嘱请用 medication_request，CDS Hooks 请求请用 cds")
     check_structure(payload)
+    check_raw_orders(payload, "Bundle", ("draft",))  # drafts, when present, are all under review
     c = _Collector()
     btype = payload.get("type")
     if btype not in BUNDLE_TYPES:
@@ -232,6 +234,7 @@ def parse_cds_request(payload: dict[str, Any]) -> Intake:
         raise IntakeError([*c.issues, InputIssue(
             "required", "context.draftOrders 应为 MedicationRequest 的 Bundle", expression="context.draftOrders")],
             status=422)
+    check_raw_orders(drafts, f"context.{draft_key}", REVIEWABLE)
     c.add_bundle_entries(drafts, f"context.{draft_key}", bare_ok=True)
     draft_orders = list(c.get("orders"))
 

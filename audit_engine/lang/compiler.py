@@ -439,9 +439,9 @@ def _emit(name: str, b: _ShardBuild) -> Shard:
         for bi, br in enumerate(o.branches):
             bname = f"r{o.index}_{bi}"
             if "p" in br and pair_gate is not None:
-                required = [next(iter(t)) for t in br["p"] if len(t) == 1 and next(iter(t.values())) is True
-                            and any(d.name == next(iter(t)) and d.on == "pair" for d in o.derived)]
-                pair_gate = pair_gate | {required[0]} if required else None
+                pair_names = {d.name for d in o.derived if d.on == "pair"}
+                required = _required_fields({"$and": br["p"]}, pair_names)
+                pair_gate = pair_gate | required if required else None
             branches.append(Branch(bname, o.index, o.kind))  # type: ignore[arg-type]
             if o.kind == "rx":
                 needs_rx = True
@@ -476,6 +476,31 @@ def _emit(name: str, b: _ShardBuild) -> Shard:
         items_by_key=b.by_key,
         pair_gate=tuple(sorted(pair_gate)) if pair_gate else (),
     )
+
+
+def _required_fields(test: dict[str, Any], names: set[str]) -> set[str] | None:
+    """Fields among ``names`` of which at least one is true whenever ``test`` holds (the
+    first such set found in a conjunction, the union over a disjunction), or None."""
+    if len(test) != 1:
+        return None
+    (key, value), = test.items()
+    if key in names and value is True:
+        return {key}
+    if key == "$and" and isinstance(value, list):
+        for t in value:
+            found = _required_fields(t, names) if isinstance(t, dict) else None
+            if found:
+                return found
+        return None
+    if key == "$or" and isinstance(value, list) and value:
+        union: set[str] = set()
+        for t in value:
+            found = _required_fields(t, names) if isinstance(t, dict) else None
+            if not found:
+                return None
+            union |= found
+        return union
+    return None
 
 
 def _typed(fact_type: str, tests: list[dict[str, Any]]) -> dict[str, Any]:

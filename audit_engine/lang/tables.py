@@ -95,6 +95,20 @@ class TableData:
             found.update(self._index.get(str(v), ()))
         return sorted(found)
 
+    def may_match(self, column: int, value: Any) -> bool:
+        """False when no row can match with ``value`` in key column ``column`` (then every
+        lookup with that key answers None); True when some row might. Only the indexed
+        column is known without a scan: any other column answers True."""
+        if column < 0 or column != self._index_col or self._wild:
+            return True
+        values = [value] if isinstance(value, str) else value
+        return any(str(v) in self._index for v in values)
+
+    @property
+    def index_column(self) -> int:
+        """The key column rows are indexed on (the first exact one), or -1."""
+        return self._index_col
+
     def lookup(self, keys: Sequence[Any]) -> dict[str, Any] | None:
         """The winning row for ``keys`` (one value per key column: text, a list/tuple of texts
         for a text set, or None when the fact is absent), or None when no row matches."""

@@ -55,6 +55,23 @@ def compile_cond(cond: n.Cond, tables: Mapping[str, TableData]) -> Pred:
     return _Compiler(tables).cond(cond)
 
 
+Screen = Callable[[Evaluator, Mapping[str, Any]], bool]
+
+
+def compile_screen(cond: n.Cond, tables: Mapping[str, TableData], binds: tuple[str, ...]
+                   ) -> tuple[int, Screen] | None:
+    """A cheap necessary condition of ``cond`` on one bound item, or None when there is none.
+
+    ``(r, screen)``: whenever ``screen(ev, item)`` is false, ``cond`` is false with
+    ``binds[r]`` bound to ``item``, whatever the other variables are bound to. Found where
+    ``cond`` needs a table row (``T[...] 存在``, or a comparison with a column of ``T[...]``,
+    false on ABSENT) whose indexed key column reads a field of ``binds[r]``: an item whose
+    value there has no row in the index (``TableData.may_match``) cannot match. The runtime
+    screens each item once per pair field instead of evaluating the field on every pair.
+    """
+    return _Compiler(tables).screen(cond, binds)
+
+
 def _always(value: Any) -> Callable[[Evaluator, Env], Any]:
     return lambda ev, env: value
 
@@ -172,6 +189,35 @@ class _Compiler:
                 values.append(v)
             return tab.lookup(values)
         return row
+
+    def screen(self, c: n.Cond, binds: tuple[str, ...]) -> tuple[int, Screen] | None:
+        """See :func:`compile_screen`."""
+        if isinstance(c, n.And):
+            for o in c.operands:
+                found = self.screen(o, binds)
+                if found is not None:
+                    return found
+            return None
+        lk: n.Lookup | None = None
+        if isinstance(c, n.Exists):
+            lk = c.lookup
+        elif isinstance(c, n.Compare):  # compare is false when either side is ABSENT
+            lk = next((s.lookup for s in (c.left, c.right) if isinstance(s, n.Column)), None)
+        if lk is None:
+            return None
+        table = self.tables.get(lk.table)
+        if table is None or len(lk.keys) != len(table.decl.keys) or table.index_column < 0:
+            return None
+        col = table.index_column
+        ref = lk.keys[col]
+        if not isinstance(ref, n.FieldRef) or ref.var not in binds:
+            return None
+        role, var, key, tab = binds.index(ref.var), ref.var, self.key(ref), table
+
+        def screen(ev: Evaluator, item: Mapping[str, Any]) -> bool:
+            v = key(ev, {var: item})
+            return v is not None and tab.may_match(col, v)
+        return role, screen
 
     @staticmethod
     def collection(name: str) -> Callable[[Evaluator], list[dict[str, Any]]]:

@@ -59,6 +59,21 @@ def predicates(compiled: CompiledRulebase) -> dict[str, tuple[tuple[str, ...], c
     return out
 
 
+def screens(compiled: CompiledRulebase) -> dict[str, tuple[int, closures.Screen]]:
+    """Per distinct key of a pair-derived field that has one, its screen
+    (``closures.compile_screen``): an item that fails it makes the field false for every
+    pair binding it in that role, so the runtime tests it once per item, not once per pair."""
+    out: dict[str, tuple[int, closures.Screen]] = {}
+    tables = compiled.rulebase.tables
+    for shard in compiled.shards:
+        for d in shard.derived:
+            if d.on == "pair" and d.key not in out:
+                found = closures.compile_screen(d.cond, tables, d.binds)
+                if found is not None:
+                    out[d.key] = found
+    return out
+
+
 class FindingMaker:
     """Builds findings like ``interpreter.make_finding``, caching per rule what does not
     depend on the prescription (the rule-level lookups of its template and level)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from typing import Any
 
 from audit_engine.findings import Finding
@@ -29,14 +30,22 @@ class FakeEngine:
         self.version = version
         self.fail = False
         self.calls = 0
+        self.hold = threading.Event()  # set: evaluations wait (a long review in progress)
+        self.entered = threading.Event()  # set by an evaluation that started waiting
         self._lock = threading.Lock()
 
     def swap(self, compiled: Any) -> None:
         self.version = str(getattr(compiled, "version", compiled))
 
-    def evaluate_versioned(self, facts: PrescriptionFacts) -> tuple[str, list[Finding]]:
-        """(version that evaluated, findings), as audit_engine.engine.Engine answers."""
+    def evaluate_versioned(self, facts: PrescriptionFacts, *, deadline: float | None = None
+                           ) -> tuple[str, list[Finding]]:
+        """(version that evaluated, findings), as audit_engine.engine.Engine answers; when
+        ``hold`` is set, ``entered`` is set and the evaluation waits for ``hold`` to clear."""
         version = self.version
+        if self.hold.is_set():
+            self.entered.set()
+            while self.hold.is_set():
+                time.sleep(0.01)
         return version, self.evaluate(facts)
 
     def evaluate(self, facts: PrescriptionFacts) -> list[Finding]:

@@ -15,7 +15,8 @@ WARFARIN_ASPIRIN = "flagged/interaction_warfarin_aspirin.json"
 def test_health_reports_the_serving_rulebase_version(world: World) -> None:
     r = world.client.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "rulebase": {"version": world.engine.version}}
+    assert r.json() == {"status": "ok", "rulebase": {"version": world.engine.version},
+                        "audit_chain": {"status": "unchecked", "verified_seq": 0}}
 
 
 def test_review_returns_verdict_findings_and_rulebase_version(any_world: World) -> None:
