@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.config import Settings, get_settings
 from api.errors import BodyLimitMiddleware, install_error_handlers
+from api.openapi import install_openapi
 from api.runtime import Runtime
 
 log = logging.getLogger("api")
@@ -45,6 +46,7 @@ TAGS = [
     {"name": "queue", "description": "药师复核队列与任务"},
     {"name": "subscriptions", "description": "webhook 订阅：药师决定后回调 HIS（HMAC-SHA256 签名）"},
     {"name": "rulebase", "description": "规则库版本管理（管理员）"},
+    {"name": "admin", "description": "管理员：机构的 webhook 回调主机白名单"},
 ]
 
 
@@ -84,10 +86,21 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
-    from api.routes import auth, cds_hooks, health, pages, queue, reviews, rulebase, subscriptions
+    from api.routes import (
+        auth,
+        cds_hooks,
+        health,
+        pages,
+        queue,
+        reviews,
+        rulebase,
+        subscriptions,
+        webhook_hosts,
+    )
 
-    for router_module in (health, auth, cds_hooks, reviews, queue, subscriptions, rulebase, pages):
+    for router_module in (health, auth, cds_hooks, reviews, queue, subscriptions, webhook_hosts, rulebase, pages):
         app.include_router(router_module.router)
+    install_openapi(app)
     static = Path(__file__).parent / "static"
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=static), name="static")

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from api.deps import PrincipalDep, RuntimeDep, SecretDep, SessionDep
+from api.deps import DoctorAnswerDep, RuntimeDep, SecretDep, SessionDep
 from api.errors import ApiError, read_json, read_json_raw
 from api.views import review_id_for_card, submit, thresholds
 from audit_engine.fhir_out import card_id, cds_response
@@ -121,7 +121,7 @@ async def order_sign(service_id: str, request: Request, runtime: RuntimeDep, sec
             "outcomeTimestamp": "2026-11-23T08:00:00Z"}]}}}}},
 )
 async def feedback(
-    service_id: str, request: Request, runtime: RuntimeDep, session: SessionDep, principal: PrincipalDep
+    service_id: str, request: Request, runtime: RuntimeDep, session: SessionDep, principal: DoctorAnswerDep
 ) -> JSONResponse:
     _known(service_id)
     doc = await read_json(request, max_bytes=runtime.settings.max_body_bytes)

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import PharmacistDep, PrincipalDep, QueueReaderDep, RuntimeDep, SessionDep
+from api.deps import DoctorAnswerDep, PharmacistDep, QueueReaderDep, RuntimeDep, SessionDep, TaskReaderDep
 from api.errors import FHIR_JSON, ApiError, read_json
 from api.views import jsonable, review_json, submit
 from audit_engine.fhir_out import task_resource
@@ -81,7 +81,7 @@ def list_tasks(session: SessionDep, principal: QueueReaderDep,
 
 
 @router.get("/tasks/{task_id}", summary="查看任务（`?_format=fhir` 返回 FHIR Task）")
-def get_task(task_id: str, request: Request, session: SessionDep, principal: PrincipalDep,
+def get_task(task_id: str, request: Request, session: SessionDep, principal: TaskReaderDep,
              format_: Annotated[str | None, Query(alias="_format")] = None) -> JSONResponse:
     from audit_engine import queue
 
@@ -123,7 +123,7 @@ def decide(task_id: str, body: DecisionIn, session: SessionDep, principal: Pharm
                                                                    "entry": []}}}}}}}},
 )
 async def doctor_answer(task_id: str, request: Request, runtime: RuntimeDep, session: SessionDep,
-                        principal: PrincipalDep) -> JSONResponse:
+                        principal: DoctorAnswerDep) -> JSONResponse:
     from audit_engine import queue
 
     doc = await read_json(request, max_bytes=runtime.settings.max_body_bytes)

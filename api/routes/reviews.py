@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import PrincipalDep, RuntimeDep, SecretDep, SessionDep
+from api.deps import DoctorAnswerDep, ReviewReaderDep, RuntimeDep, SecretDep, SessionDep
 from api.errors import FHIR_JSON, ApiError, read_json_raw
 from api.views import Kind, review_json, submit, thresholds
 from audit_engine.fhir_out import detected_issues_bundle
@@ -125,7 +125,7 @@ async def read_review(
     request: Request,
     runtime: RuntimeDep,
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: ReviewReaderDep,
     wait: Annotated[float, Query(ge=0, le=300, description="长轮询秒数：等待药师决定")] = 0,
     format_: Annotated[str | None, Query(alias="_format")] = None,
 ) -> JSONResponse:
@@ -177,7 +177,7 @@ class ExplanationIn(BaseModel):
 
 
 @router.post("/reviews/{review_id}/explanation", summary="医师对“需说明理由”的处方给出理由（记为 overridden 反馈）")
-def explain(review_id: str, body: ExplanationIn, session: SessionDep, principal: PrincipalDep) -> JSONResponse:
+def explain(review_id: str, body: ExplanationIn, session: SessionDep, principal: DoctorAnswerDep) -> JSONResponse:
     from audit_engine.store.reviews import get_review, record_feedback
 
     if not body.reason.strip():

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit_engine import audit_log
-from audit_engine.auth import Principal, can_see, visible_institution_ids
+from audit_engine.auth import Principal, authorize, can_see, visible_institution_ids
 from audit_engine.errors import AccessDeniedError, IntakeError, InvalidRequestError, NotFoundError
 from audit_engine.findings import Finding
 from audit_engine.policy import decide_verdict, failure_verdict, policy_for
@@ -106,6 +106,7 @@ def submit_review(
     An internal failure of the pipeline does not raise: the institution's fail mode decides
     (open → pass, closed → pharmacist) and the review records it.
     """
+    authorize(principal, "review.submit")
     if principal.institution_id is None:
         raise AccessDeniedError(f"Principal/{principal.actor}", "只有机构（HIS）可以提交处方")
     review_fn = review_fn or _default_review_fn()
@@ -458,6 +459,7 @@ def record_feedback(
     """Record a doctor's response to a finding (CDS Hooks feedback). An ``overridden`` answer
     with a reason to an ``explain`` verdict is the doctor's explanation: the review becomes
     ``explained``."""
+    authorize(principal, "review.answer")
     if outcome not in ("accepted", "overridden"):
         raise InvalidRequestError(
             f"Review/{review_id}", f"未知反馈结果 {outcome!r}（应为 accepted 或 overridden）"

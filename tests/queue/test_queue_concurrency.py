@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from audit_engine import audit_log, queue, webhooks, worker
 from audit_engine.auth import Principal
-from audit_engine.store import reviews
+from audit_engine.store import reviews, testing
 from audit_engine.store.db import make_engine, session_scope
 from audit_engine.store.models import AuditEntry, Task
 from audit_engine.store.records import FINAL_STATUSES
@@ -129,7 +129,9 @@ class RecordingSender:
 
 def run_workers(db_url: str, engine: sa.Engine, world: World, *, tasks: int, workers: int) -> None:
     with session_scope(engine) as s:
+        testing.allow_webhook_host(s, institution_id=world.ids["M1"], host="his.m1.example")
         webhooks.create_subscription(s, institution_id=world.ids["M1"], url="https://his.m1.example/hook")
+        testing.allow_webhook_host(s, institution_id=world.ids["C1"], host="his.c1.example")
         webhooks.create_subscription(s, institution_id=world.ids["C1"], url="https://his.c1.example/hook")
     ids = fill_queue(engine, world, tasks)
     sender = RecordingSender()
@@ -205,6 +207,7 @@ def test_worker_processes_on_one_postgres_fire_each_timeout_once(db_url, engine,
     from audit_engine.store.testing import drain_in_process
 
     with session_scope(engine) as s:
+        testing.allow_webhook_host(s, institution_id=world.ids["M1"], host="his.m1.example")
         webhooks.create_subscription(s, institution_id=world.ids["M1"], url="https://his.m1.example/hook")
     ids = fill_queue(engine, world, 120)
     with multiprocessing.get_context("spawn").Pool(3) as pool:
