@@ -26,6 +26,26 @@ class Settings(BaseModel, frozen=True):
     long_poll_max_seconds: float = Field(default=60.0, ge=0)
     token_ttl_seconds: int = Field(default=8 * 3600, gt=0)
     rulebase_store_dir: str = Field(default="data/rulebases", description="where uploaded rulebase versions live")
+    # Throttling (api/throttle.py): "N/period" in the `limits` notation, or "off".
+    login_attempts_per_user: str = Field(
+        default="10/15 minutes", description="failed logins per user name before 429 (AUDIT_LOGIN_ATTEMPTS_PER_USER)")
+    login_attempts_per_address: str = Field(
+        default="30/15 minutes",
+        description="failed logins per client address before 429 (AUDIT_LOGIN_ATTEMPTS_PER_ADDRESS)")
+    requests_per_credential: str = Field(
+        default="100/second", description="requests per API key or user token (AUDIT_REQUESTS_PER_CREDENTIAL)")
+    bad_credentials_per_address: str = Field(
+        default="20/minute",
+        description="requests with missing or bad credentials per client address (AUDIT_BAD_CREDENTIALS_PER_ADDRESS)")
+
+    @field_validator("login_attempts_per_user", "login_attempts_per_address", "requests_per_credential",
+                     "bad_credentials_per_address")
+    @classmethod
+    def _is_rate_limit(cls, v: str) -> str:
+        from api.throttle import parse_limit
+
+        parse_limit(v)
+        return v
 
     @field_validator("database_url")
     @classmethod
@@ -55,7 +75,13 @@ def load_settings() -> Settings:
         rulebase_poll_seconds=float(os.environ.get("AUDIT_RULEBASE_POLL_SECONDS", "2.0")),
         long_poll_max_seconds=float(os.environ.get("AUDIT_LONG_POLL_MAX_SECONDS", "60")),
         rulebase_store_dir=os.environ.get("AUDIT_RULEBASE_STORE", "data/rulebases"),
+        **{name: os.environ[f"AUDIT_{name.upper()}"] for name in _THROTTLE_SETTINGS
+           if os.environ.get(f"AUDIT_{name.upper()}")},
     )
+
+
+_THROTTLE_SETTINGS = ("login_attempts_per_user", "login_attempts_per_address", "requests_per_credential",
+                      "bad_credentials_per_address")
 
 
 @lru_cache(maxsize=1)

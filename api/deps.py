@@ -112,7 +112,19 @@ def resolve_principal(runtime: Runtime, session: Session, secret: str | None, *,
     if principal is None:
         session.rollback()
         raise _unauthorized("凭据无效或已过期")
+    if runtime.throttle is not None:
+        runtime.throttle.credential_used(_credential_id(secret))
     return principal
+
+
+def _credential_id(secret: str) -> str:
+    """What the per-credential rate counts by: an API key's key id, or a token's digest."""
+    import hashlib
+
+    parts = secret.split("_", 2)
+    if len(parts) == 3 and parts[0] == "ak":
+        return f"key:{parts[1]}"
+    return "token:" + hashlib.sha256(secret.encode()).hexdigest()[:24]
 
 
 async def get_secret(

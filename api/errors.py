@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.throttle import Throttled
 from audit_engine.errors import InputIssue, IntakeError, ServiceError
 from audit_engine.fhir_out import operation_outcome, simple_outcome
 
@@ -103,6 +104,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return fhir_response(
             simple_outcome(err.code, err.message, expression=err.expression), err.status, err.headers
         )
+
+    @app.exception_handler(Throttled)
+    async def _throttled(_: Request, err: Throttled) -> JSONResponse:
+        return fhir_response(simple_outcome("throttled", err.message), 429, {"Retry-After": str(err.retry_after)})
 
     @app.exception_handler(ServiceError)
     async def _service(_: Request, err: ServiceError) -> JSONResponse:

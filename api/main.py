@@ -21,6 +21,7 @@ from api.config import Settings, get_settings
 from api.errors import BodyLimitMiddleware, install_error_handlers
 from api.openapi import install_openapi
 from api.runtime import Runtime
+from api.throttle import BadCredentialsMiddleware, throttle_for
 
 log = logging.getLogger("api")
 
@@ -85,6 +86,8 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    runtime.throttle = throttle_for(settings)
+    app.add_middleware(BadCredentialsMiddleware, throttle=runtime.throttle)
 
     from api.routes import (
         auth,

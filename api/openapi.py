@@ -95,3 +95,20 @@ def install_openapi(app: FastAPI) -> None:
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def fhir_alternative(description: str, example: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A success answer that is a FHIR resource when asked for with ``?_format=fhir`` or
+    ``Accept: application/fhir+json`` (merged beside the route's JSON model)."""
+    media: dict[str, Any] = {"schema": {"type": "object", "description": description,
+                                        "properties": {"resourceType": {"type": "string"}},
+                                        "required": ["resourceType"]}}
+    if example is not None:
+        media["example"] = example
+    return {"content": {FHIR_JSON: media}}
+
+
+def json_or_outcome(status: int, model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
+    """A status answered either with ``model`` as application/json or with an OperationOutcome."""
+    return {status: {"description": description, "model": model,
+                     "content": {FHIR_JSON: {"schema": OUTCOME_REF}}}}

@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import DoctorAnswerDep, RuntimeDep, SecretDep, SessionDep
 from api.errors import ApiError, read_json, read_json_raw
+from api.openapi import errors
+from api.schemas import CdsResponse, CdsServices, FeedbackRecorded
 from api.views import review_id_for_card, submit, thresholds
 from audit_engine.fhir_out import card_id, cds_response
 
@@ -79,7 +81,7 @@ _RESPONSE_EXAMPLE = {
 }
 
 
-@router.get("/cds-services", summary="CDS Hooks 发现接口")
+@router.get("/cds-services", response_model=CdsServices, summary="CDS Hooks 发现接口")
 def discovery() -> dict[str, Any]:
     return {"services": [SERVICE]}
 
@@ -93,8 +95,10 @@ def discovery() -> dict[str, Any]:
             "content": {"application/json": {"schema": {"type": "object"}, "example": _REQUEST_EXAMPLE}},
         }
     },
+    response_model=CdsResponse,
     responses={200: {"content": {"application/json": {"example": _RESPONSE_EXAMPLE}}},
-               422: {"description": "请求不合法（OperationOutcome，含 FHIRPath）"}},
+               **errors(400, 401, 403, 404, 413, 422, 429, descriptions={
+                   404: "没有这个 CDS 服务", 422: "请求不合法（OperationOutcome，含 FHIRPath）"})},
 )
 async def order_sign(service_id: str, request: Request, runtime: RuntimeDep, secret: SecretDep) -> JSONResponse:
     _known(service_id)
@@ -114,6 +118,8 @@ async def order_sign(service_id: str, request: Request, runtime: RuntimeDep, sec
 @router.post(
     "/cds-services/{service_id}/feedback",
     summary="记录医师对卡片的反馈（accepted / overridden）",
+    response_model=FeedbackRecorded,
+    responses=errors(400, 401, 403, 404, 409, 413, 422, 429),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"type": "object"},
         "example": {"feedback": [{"card": "0b2d…", "outcome": "overridden", "overrideReason": {

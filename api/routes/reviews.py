@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import DoctorAnswerDep, ReviewReaderDep, RuntimeDep, SecretDep, SessionDep
 from api.errors import FHIR_JSON, ApiError, read_json_raw
+from api.openapi import errors, fhir_alternative
+from api.schemas import ReviewOut
 from api.views import Kind, review_json, submit, thresholds
 from audit_engine.fhir_out import detected_issues_bundle
 
@@ -88,10 +90,17 @@ def _fhir_body(record: Any) -> dict[str, Any]:
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/fhir+json": {"schema": {"type": "object"}, "example": _BUNDLE_EXAMPLE},
         "application/json": {"schema": {"type": "object"}, "example": _BUNDLE_EXAMPLE}}}},
+    status_code=201,
+    response_model=ReviewOut,
+    response_description="新的审核（Location 头给出其地址）",
     responses={
-        200: {"description": "审核结论", "content": {"application/json": {"example": _REVIEW_EXAMPLE}}},
-        413: {"description": "请求体过大（OperationOutcome）"},
-        422: {"description": "不是合格的处方（OperationOutcome，expression 为 FHIRPath）"},
+        201: {"content": {"application/json": {"example": _REVIEW_EXAMPLE}},
+              **fhir_alternative("?_format=fhir：DetectedIssue 的 Bundle")},
+        200: {"description": "同一处方标识与内容的重复提交：返回原审核（replayed=true），不产生第二个任务",
+              "model": ReviewOut, **fhir_alternative("?_format=fhir：DetectedIssue 的 Bundle")},
+        **errors(400, 401, 403, 413, 422, 429, descriptions={
+            403: "凭据不是机构 HIS 密钥（药师、质控、管理员令牌不能提交处方）",
+            422: "不是合格的处方（OperationOutcome，expression 为 FHIRPath）"}),
     },
 )
 async def create_review(
@@ -118,7 +127,10 @@ async def create_review(
         "患者（性别、年龄、体重、eGFR、妊娠/哺乳、过敏、诊断）、处方（类型、科室、医师职称、机构）与药品清单"
         "（剂量、频次、途径、天数、被哪些问题涉及）；值为 null 表示系统无法确定。"
     ),
-    responses={200: {"content": {"application/json": {"example": _REVIEW_EXAMPLE}}}, 404: {"description": "不存在或无权查看"}},
+    response_model=ReviewOut,
+    responses={200: {"content": {"application/json": {"example": _REVIEW_EXAMPLE}},
+                     **fhir_alternative("?_format=fhir：DetectedIssue 的 Bundle")},
+               **errors(401, 403, 404, 422, 429)},
 )
 async def read_review(
     review_id: str,
@@ -176,7 +188,9 @@ class ExplanationIn(BaseModel):
     model_config = {"json_schema_extra": {"examples": [{"reason": "患者既往使用耐受，已告知风险"}]}}
 
 
-@router.post("/reviews/{review_id}/explanation", summary="医师对“需说明理由”的处方给出理由（记为 overridden 反馈）")
+@router.post("/reviews/{review_id}/explanation", response_model=ReviewOut,
+             summary="医师对“需说明理由”的处方给出理由（记为 overridden 反馈）",
+             responses=errors(401, 403, 404, 409, 413, 422, 429))
 def explain(review_id: str, body: ExplanationIn, session: SessionDep, principal: DoctorAnswerDep) -> JSONResponse:
     from audit_engine.store.reviews import get_review, record_feedback
 
