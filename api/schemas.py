@@ -9,8 +9,9 @@ resources (Bundles, Tasks, OperationOutcomes) stay plain JSON objects in the doc
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, Field
 
 Verdict = Literal["pass", "explain", "recheck", "block"]
@@ -166,3 +167,14 @@ class DryRunReport(BaseModel):
     failed: int
     transitions: dict[str, int]
     changes: list[dict[str, Any]]
+
+
+# --------------------------------------------------------------------------- path and query parameters
+# Public ids are 32 lower-case hex characters; anything that could not be an id (NUL bytes,
+# slashes, kilobytes of text) is a 422 before it reaches the database.
+_ID_PATTERN = r"^[0-9A-Za-z_-]{1,64}$"
+ReviewId = Annotated[str, Path(pattern=_ID_PATTERN, description="审核编号（32 位十六进制）")]
+TaskId = Annotated[str, Path(pattern=_ID_PATTERN, description="任务编号（32 位十六进制）")]
+RulebaseVersionId = Annotated[str, Path(pattern=_ID_PATTERN, description="规则库版本（内容哈希）")]
+InstitutionCode = Annotated[str, Path(pattern=r"^[^\x00-\x1f/\\]{1,64}$", description="机构编码")]
+TaskStatus = Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from api.deps import DoctorAnswerDep, PharmacistDep, QueueReaderDep, RuntimeDep, SessionDep, TaskReaderDep
 from api.errors import FHIR_JSON, ApiError, read_json
 from api.openapi import errors, fhir_alternative
-from api.schemas import DoctorAnswerOut, TaskList, TaskOut, TaskWithReview
+from api.schemas import DoctorAnswerOut, TaskId, TaskList, TaskOut, TaskStatus, TaskWithReview
 from api.views import jsonable, review_json, submit
 from audit_engine.fhir_out import task_resource
 
@@ -85,7 +85,8 @@ def claim(session: SessionDep, principal: PharmacistDep,
 @router.get("/tasks", response_model=TaskList, summary="列出待办任务（队列顺序：超时升级、急诊、严重程度、等待时间）",
             responses=errors(401, 403, 422, 429))
 def list_tasks(session: SessionDep, principal: QueueReaderDep,
-               status: Annotated[list[str] | None, Query(description="状态，可多选；缺省为未结束的任务")] = None,
+               status: Annotated[list[TaskStatus] | None,
+                                 Query(description="状态，可多选；缺省为未结束的任务")] = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JSONResponse:
     from audit_engine import queue
 
@@ -96,7 +97,7 @@ def list_tasks(session: SessionDep, principal: QueueReaderDep,
 
 @router.get("/tasks/{task_id}", response_model=TaskWithReview, summary="查看任务（`?_format=fhir` 返回 FHIR Task）",
             responses={200: fhir_alternative("?_format=fhir：FHIR Task"), **errors(401, 403, 404, 422, 429)})
-def get_task(task_id: str, request: Request, session: SessionDep, principal: TaskReaderDep,
+def get_task(task_id: TaskId, request: Request, session: SessionDep, principal: TaskReaderDep,
              format_: Annotated[str | None, Query(alias="_format")] = None) -> JSONResponse:
     from audit_engine import queue
 
@@ -115,7 +116,7 @@ def get_task(task_id: str, request: Request, session: SessionDep, principal: Tas
 @router.post("/tasks/{task_id}/decision", response_model=TaskOut, summary="药师决定：approve / reject / return（附理由）",
              responses=errors(401, 403, 404, 409, 413, 422, 429,
                               descriptions={409: "任务不在可决定的状态，或不由调用者领取"}))
-def decide(task_id: str, body: DecisionIn, session: SessionDep, principal: PharmacistDep) -> JSONResponse:
+def decide(task_id: TaskId, body: DecisionIn, session: SessionDep, principal: PharmacistDep) -> JSONResponse:
     from audit_engine import queue
 
     if body.decision in ("reject", "return") and not (body.reason or "").strip():
@@ -138,7 +139,7 @@ def decide(task_id: str, body: DecisionIn, session: SessionDep, principal: Pharm
             "modify": {"value": {"answer": "modify", "bundle": {"resourceType": "Bundle", "type": "collection",
                                                                    "entry": []}}}}}}}},
 )
-async def doctor_answer(task_id: str, request: Request, runtime: RuntimeDep, session: SessionDep,
+async def doctor_answer(task_id: TaskId, request: Request, runtime: RuntimeDep, session: SessionDep,
                         principal: DoctorAnswerDep) -> JSONResponse:
     from audit_engine import queue
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from api.deps import DoctorAnswerDep, ReviewReaderDep, RuntimeDep, SecretDep, SessionDep
 from api.errors import FHIR_JSON, ApiError, read_json_raw
 from api.openapi import errors, fhir_alternative
-from api.schemas import ReviewOut
+from api.schemas import ReviewId, ReviewOut
 from api.views import Kind, review_json, submit, thresholds
 from audit_engine.fhir_out import detected_issues_bundle
 
@@ -133,7 +133,7 @@ async def create_review(
                **errors(401, 403, 404, 422, 429)},
 )
 async def read_review(
-    review_id: str,
+    review_id: ReviewId,
     request: Request,
     runtime: RuntimeDep,
     session: SessionDep,
@@ -191,7 +191,7 @@ class ExplanationIn(BaseModel):
 @router.post("/reviews/{review_id}/explanation", response_model=ReviewOut,
              summary="医师对“需说明理由”的处方给出理由（记为 overridden 反馈）",
              responses=errors(401, 403, 404, 409, 413, 422, 429))
-def explain(review_id: str, body: ExplanationIn, session: SessionDep, principal: DoctorAnswerDep) -> JSONResponse:
+def explain(review_id: ReviewId, body: ExplanationIn, session: SessionDep, principal: DoctorAnswerDep) -> JSONResponse:
     from audit_engine.store.reviews import get_review, record_feedback
 
     if not body.reason.strip():

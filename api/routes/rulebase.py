@@ -21,7 +21,14 @@ from api import rulebases
 from api.deps import AdminDep, RuntimeDep, SessionDep
 from api.errors import ApiError
 from api.openapi import errors, json_or_outcome
-from api.schemas import DryRunReport, RulebaseCheck, RulebaseList, RulebaseServing, RulebaseUploaded
+from api.schemas import (
+    DryRunReport,
+    RulebaseCheck,
+    RulebaseList,
+    RulebaseServing,
+    RulebaseUploaded,
+    RulebaseVersionId,
+)
 from audit_engine.errors import Diagnostic, InputIssue, IntakeError
 
 router = APIRouter(prefix="/api/v1/rulebases", tags=["rulebase"])
@@ -141,7 +148,7 @@ def list_versions(session: SessionDep, _: AdminDep) -> JSONResponse:
 
 @router.post("/{version}/dry-run", response_model=DryRunReport, summary="试运行：用该版本重审最近的处方，报告结论将如何变化",
              responses=errors(401, 403, 404, 422, 429))
-async def dry_run(version: str, runtime: RuntimeDep, session: SessionDep, principal: AdminDep,
+async def dry_run(version: RulebaseVersionId, runtime: RuntimeDep, session: SessionDep, principal: AdminDep,
                   limit: Annotated[int, Query(ge=1, le=2000)] = 200) -> JSONResponse:
     from api.dry_run import dry_run as run
 
@@ -153,7 +160,7 @@ async def dry_run(version: str, runtime: RuntimeDep, session: SessionDep, princi
 
 @router.post("/{version}/activate", response_model=RulebaseServing,
              summary="激活该版本（原子切换；进行中的审核用旧版本完成）", responses=errors(401, 403, 404, 422, 429))
-def activate(version: str, runtime: RuntimeDep, session: SessionDep, principal: AdminDep) -> JSONResponse:
+def activate(version: RulebaseVersionId, runtime: RuntimeDep, session: SessionDep, principal: AdminDep) -> JSONResponse:
     row = _get(session, version)
     _make_active(session, principal, row, action="rulebase.activated")
     runtime.sync_rulebase()

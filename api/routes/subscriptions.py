@@ -25,7 +25,7 @@ from audit_engine.auth import Principal
 
 router = APIRouter(prefix="/api/v1/subscriptions", tags=["subscriptions"])
 
-MAX_ID = 2**63 - 1  # the widest integer key either database holds
+MAX_ID = 2**31 - 1  # subscription ids are INTEGER columns (PostgreSQL: 4 bytes)
 
 
 class SubscriptionIn(BaseModel):

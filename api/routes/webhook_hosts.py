@@ -15,11 +15,11 @@ from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, WebhookHostAdminDep
 from api.openapi import errors
+from api.schemas import InstitutionCode
 from api.views import jsonable
 
 router = APIRouter(prefix="/api/v1/admin/institutions/{code}/webhook-hosts", tags=["admin"])
 
-InstitutionCode = Annotated[str, Path(min_length=1, max_length=64, description="机构编码")]
 
 
 class WebhookHostIn(BaseModel):
@@ -72,7 +72,7 @@ def add_host(code: InstitutionCode, body: WebhookHostIn, session: SessionDep,
 @router.delete("/{host}", response_model=WebhookHostRemoved,
                summary="把主机移出白名单，并停用该机构指向它的订阅（记入审计日志）",
                responses=errors(401, 403, 404, 422, 429))
-def remove_host(code: InstitutionCode, host: Annotated[str, Path(min_length=1, max_length=255)],
+def remove_host(code: InstitutionCode, host: Annotated[str, Path(pattern=r"^[^\x00-\x1f/\\]{1,255}$")],
                 session: SessionDep, principal: WebhookHostAdminDep) -> JSONResponse:
     from audit_engine import webhooks
 
