@@ -85,6 +85,8 @@ def install_openapi(app: FastAPI) -> None:
         # FastAPI documents its own validation error body; ours is an OperationOutcome.
         for operations in doc.get("paths", {}).values():
             for operation in operations.values():
+                if "requestBody" in operation:  # a body that is not JSON (or not UTF-8) at all
+                    operation["responses"].setdefault("400", errors(400)[400])
                 answer = operation.get("responses", {}).get("422")
                 if answer and "HTTPValidationError" in str(answer.get("content", "")):
                     answer["content"] = {FHIR_JSON: {"schema": OUTCOME_REF}}
