@@ -62,7 +62,7 @@ def test_every_answer_is_documented_with_its_status_media_type_and_schema(fuzz_w
             def call(case: Any) -> None:
                 for headers in credentials:
                     response = case.call_and_validate(headers=headers, checks=CHECKS)
-                    seen.add((operation.label, response.status_code))
+                    seen.add((case.operation.label, response.status_code))
 
             try:
                 call()
