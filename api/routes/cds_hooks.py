@@ -6,9 +6,9 @@ The doctor signs → the HIS posts the draft orders here → cards come back at 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -22,6 +22,7 @@ from audit_engine.fhir_out import card_id, cds_response
 router = APIRouter(tags=["cds-hooks"])
 
 SERVICE_ID = "county-prescription-review"
+ServiceId = Annotated[str, Path(description="CDS 服务编号（见 GET /cds-services）", examples=[SERVICE_ID])]
 
 SERVICE = {
     "hook": "order-sign",
@@ -100,7 +101,7 @@ def discovery() -> dict[str, Any]:
                **errors(400, 401, 403, 404, 413, 422, 429, descriptions={
                    404: "没有这个 CDS 服务", 422: "请求不合法（OperationOutcome，含 FHIRPath）"})},
 )
-async def order_sign(service_id: str, request: Request, runtime: RuntimeDep, secret: SecretDep) -> JSONResponse:
+async def order_sign(service_id: ServiceId, request: Request, runtime: RuntimeDep, secret: SecretDep) -> JSONResponse:
     _known(service_id)
     payload, raw = await read_json_raw(request, max_bytes=runtime.settings.max_body_bytes)
     record = await submit(runtime, secret=secret, payload=payload, kind="cds", raw=raw)
@@ -127,7 +128,7 @@ async def order_sign(service_id: str, request: Request, runtime: RuntimeDep, sec
             "outcomeTimestamp": "2026-11-23T08:00:00Z"}]}}}}},
 )
 async def feedback(
-    service_id: str, request: Request, runtime: RuntimeDep, session: SessionDep, principal: DoctorAnswerDep
+    service_id: ServiceId, request: Request, runtime: RuntimeDep, session: SessionDep, principal: DoctorAnswerDep
 ) -> JSONResponse:
     _known(service_id)
     doc = await read_json(request, max_bytes=runtime.settings.max_body_bytes)

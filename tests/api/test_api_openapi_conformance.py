@@ -72,6 +72,7 @@ def test_every_answer_is_documented_with_its_status_media_type_and_schema(fuzz_w
                 failures[f"{operation.label} ({name})"] = str(exc)[:2000]
     assert failures == {}, "\n\n".join(f"{k}:\n{v}" for k, v in failures.items())
     # The run reached the success paths too, not only refusals.
-    for reached in [("POST /api/v1/reviews", 201), ("POST /cds-services/{service_id}", 200), ("GET /health", 200),
-                    ("GET /api/v1/tasks", 200), ("GET /api/v1/subscriptions", 200)]:
-        assert reached in seen, reached
+    for label, statuses in [("POST /api/v1/reviews", {200, 201}), ("POST /cds-services/{service_id}", {200}),
+                            ("GET /health", {200}), ("GET /api/v1/tasks", {200}),
+                            ("GET /api/v1/subscriptions", {200})]:
+        assert any((label, status) in seen for status in statuses), (label, sorted(s for op, s in seen if op == label))
