@@ -142,3 +142,17 @@ def test_development_superuser_is_the_centre_with_every_role(engine, world) -> N
     with session_scope(engine) as s:
         p = auth.superuser_principal(s)
     assert p.institution_code == "C1" and p.is_centre and {"pharmacist", "admin", "quality", "his"} <= p.roles
+
+
+def test_the_readmes_security_table_is_the_permission_table() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Roles and what each credential may do", 1)[1].split("\n### ", 1)[0]
+    columns = ("his", "pharmacist", "quality", "admin")
+    documented: dict[str, set[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 + len(columns) and cells[0].startswith("`"):
+            documented[cells[0].strip("`")] = {role for role, mark in zip(columns, cells[2:], strict=True) if mark}
+    assert documented == {op: set(roles) for op, roles in auth.PERMISSIONS.items()}
