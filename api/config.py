@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -55,6 +56,10 @@ class Settings(BaseModel, frozen=True):
         return v
 
 
+_THROTTLE_SETTINGS = ("login_attempts_per_user", "login_attempts_per_address", "requests_per_credential",
+                      "bad_credentials_per_address")
+
+
 def _default_database_url() -> str:
     try:
         from audit_engine.store.db import database_url
@@ -67,6 +72,8 @@ def _default_database_url() -> str:
 
 def load_settings() -> Settings:
     """Build settings from the environment (uncached; tests call this after monkeypatching)."""
+    throttling: dict[str, Any] = {name: os.environ[f"AUDIT_{name.upper()}"] for name in _THROTTLE_SETTINGS
+                                  if os.environ.get(f"AUDIT_{name.upper()}")}
     return Settings(
         database_url=os.environ.get("AUDIT_DATABASE_URL") or _default_database_url(),
         rulebase_path=os.environ.get("AUDIT_RULEBASE") or None,
@@ -75,13 +82,8 @@ def load_settings() -> Settings:
         rulebase_poll_seconds=float(os.environ.get("AUDIT_RULEBASE_POLL_SECONDS", "2.0")),
         long_poll_max_seconds=float(os.environ.get("AUDIT_LONG_POLL_MAX_SECONDS", "60")),
         rulebase_store_dir=os.environ.get("AUDIT_RULEBASE_STORE", "data/rulebases"),
-        **{name: os.environ[f"AUDIT_{name.upper()}"] for name in _THROTTLE_SETTINGS
-           if os.environ.get(f"AUDIT_{name.upper()}")},
+        **throttling,
     )
-
-
-_THROTTLE_SETTINGS = ("login_attempts_per_user", "login_attempts_per_address", "requests_per_credential",
-                      "bad_credentials_per_address")
 
 
 @lru_cache(maxsize=1)
