@@ -9,7 +9,7 @@ Authorization has two parts, both decided here and nowhere else:
 
 * **What** a caller may do: :data:`PERMISSIONS` maps each operation to the roles allowed
   to perform it, and :func:`authorize` is the one check (routes declare it as a
-  dependency, the services call it again before they act).
+  dependency, and the services that change something call it again before they act).
 * **On which prescriptions:** :func:`visible_institution_ids`. An HIS key acts only on its
   own institution's prescriptions, whatever the institution's rank (the review centre's
   HIS included); users of a review centre (the lead county hospital, ``is_centre``) see
