@@ -45,7 +45,7 @@ def pharmacist(world: World, n: int) -> Principal:
     )
 
 
-def work_the_queue(url: str, who: Principal, his: Principal, claimed: list[str], errors: list[BaseException],
+def work_the_queue(url: str, who: Principal, his: dict[str, Principal], claimed: list[str], errors: list[BaseException],
                    start: threading.Barrier, shared: sa.Engine | None = None) -> None:
     """One pharmacist: claim, decide, and answer returns, until the queue is empty.
 
@@ -68,7 +68,9 @@ def work_the_queue(url: str, who: Principal, his: Principal, claimed: list[str],
                              reason=None if decision == "approve" else "剂量不适宜", now=T0 + timedelta(minutes=2))
             if decision == "return":
                 with session_scope(eng) as s:
-                    queue.doctor_answer(s, task_id=task.id, principal=his, kind="insist", reason="坚持原方",
+                    # Each institution's own HIS answers for its doctors.
+                    queue.doctor_answer(s, task_id=task.id, principal=his[str(task.institution_code)],
+                                        kind="insist", reason="坚持原方",
                                         now=T0 + timedelta(minutes=3))
     except BaseException as exc:
         errors.append(exc)
@@ -83,7 +85,7 @@ def run_claimers(db_url: str, engine: sa.Engine, world: World, *, tasks: int, cl
     errors: list[BaseException] = []
     start = threading.Barrier(claimers)
     threads = [
-        threading.Thread(target=work_the_queue, args=(db_url, pharmacist(world, n), world.his_c1, claimed_by[n], errors,
+        threading.Thread(target=work_the_queue, args=(db_url, pharmacist(world, n), {"C1": world.his_c1, "M1": world.his_m1}, claimed_by[n], errors,
                                                       start, None if db_url.startswith("postgresql") else engine))
         for n in range(claimers)
     ]
