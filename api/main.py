@@ -36,6 +36,12 @@ API_DESCRIPTION = """
   `POST /api/v1/tasks/{id}/decision` 作出决定（approve / reject / return）。
 * **规则管理员**：上传、校验、试运行、激活与回滚规则库版本（`/api/v1/rulebases`）。
 
+* **管理员**：维护各机构的 webhook 回调主机白名单（`/api/v1/admin/institutions/{code}/webhook-hosts`）。
+
+权限：机构 API 密钥只能操作本机构的处方（审方中心的密钥也不例外）；药师领取与决定任务，质控查看，
+管理员管理规则库与白名单（不参与审方）。登录失败过多、请求过于频繁或错误凭据过多时答 429，
+`Retry-After` 给出需等待的秒数。
+
 错误一律以 FHIR `OperationOutcome`（`application/fhir+json`）返回，`expression` 给出出错元素的 FHIRPath。
 """
 

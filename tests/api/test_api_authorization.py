@@ -268,3 +268,18 @@ def test_a_pharmacist_token_cannot_submit_a_prescription_even_with_an_institutio
         assert r.status_code == 403 and r.json()["resourceType"] == "OperationOutcome"
 
 
+
+
+def test_the_openapi_document_lists_who_may_be_refused_and_how(table_world: World) -> None:
+    doc = table_world.client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in str(doc)
+    post_reviews = doc["paths"]["/api/v1/reviews"]["post"]["responses"]
+    assert {"200", "201", "401", "403", "413", "422", "429"} <= post_reviews.keys()
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            for status, answer in operation["responses"].items():
+                if status.startswith("4"):
+                    assert answer["content"]["application/fhir+json"]["schema"] == {
+                        "$ref": "#/components/schemas/OperationOutcome"}, (method, path, status)
+            if operation.get("security"):  # authenticated: a refusal of each kind is documented
+                assert {"401", "403", "429"} <= operation["responses"].keys(), (method, path)
