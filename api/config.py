@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -40,6 +41,26 @@ class Settings(BaseModel, frozen=True):
     body_timeout_seconds: float = Field(
         default=60.0, gt=0,
         description="AUDIT_BODY_TIMEOUT_SECONDS: the whole request body must arrive within this (slow-body clients)")
+    # Throttling (api/throttle.py): "N/period" in the `limits` notation, or "off".
+    login_attempts_per_user: str = Field(
+        default="10/15 minutes", description="failed logins per user name before 429 (AUDIT_LOGIN_ATTEMPTS_PER_USER)")
+    login_attempts_per_address: str = Field(
+        default="30/15 minutes",
+        description="failed logins per client address before 429 (AUDIT_LOGIN_ATTEMPTS_PER_ADDRESS)")
+    requests_per_credential: str = Field(
+        default="100/second", description="requests per API key or user token (AUDIT_REQUESTS_PER_CREDENTIAL)")
+    bad_credentials_per_address: str = Field(
+        default="20/minute",
+        description="requests with missing or bad credentials per client address (AUDIT_BAD_CREDENTIALS_PER_ADDRESS)")
+
+    @field_validator("login_attempts_per_user", "login_attempts_per_address", "requests_per_credential",
+                     "bad_credentials_per_address")
+    @classmethod
+    def _is_rate_limit(cls, v: str) -> str:
+        from api.throttle import parse_limit
+
+        parse_limit(v)
+        return v
 
     @field_validator("database_url")
     @classmethod
@@ -47,6 +68,10 @@ class Settings(BaseModel, frozen=True):
         if "://" not in v:
             raise ValueError(f"AUDIT_DATABASE_URL must be a SQLAlchemy URL, got {v!r}")
         return v
+
+
+_THROTTLE_SETTINGS = ("login_attempts_per_user", "login_attempts_per_address", "requests_per_credential",
+                      "bad_credentials_per_address")
 
 
 def _default_database_url() -> str:
@@ -61,6 +86,8 @@ def _default_database_url() -> str:
 
 def load_settings() -> Settings:
     """Build settings from the environment (uncached; tests call this after monkeypatching)."""
+    throttling: dict[str, Any] = {name: os.environ[f"AUDIT_{name.upper()}"] for name in _THROTTLE_SETTINGS
+                                  if os.environ.get(f"AUDIT_{name.upper()}")}
     return Settings(
         database_url=os.environ.get("AUDIT_DATABASE_URL") or _default_database_url(),
         rulebase_path=os.environ.get("AUDIT_RULEBASE") or None,
@@ -73,6 +100,7 @@ def load_settings() -> Settings:
         keep_alive_seconds=float(os.environ.get("AUDIT_KEEP_ALIVE_SECONDS", "5")),
         header_timeout_seconds=float(os.environ.get("AUDIT_HEADER_TIMEOUT_SECONDS", "10")),
         body_timeout_seconds=float(os.environ.get("AUDIT_BODY_TIMEOUT_SECONDS", "60")),
+        **throttling,
     )
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from api.config import Settings
 from api.errors import ApiError
 from api.runtime import Runtime
-from audit_engine.auth import Principal
+from audit_engine.auth import Operation, Principal, authorize
 from audit_engine.store.db import read_scope
 
 log = logging.getLogger("api")
@@ -112,7 +112,19 @@ def resolve_principal(runtime: Runtime, session: Session, secret: str | None, *,
     if principal is None:
         session.rollback()
         raise _unauthorized("凭据无效或已过期")
+    if runtime.throttle is not None:
+        runtime.throttle.credential_used(_credential_id(secret))
     return principal
+
+
+def _credential_id(secret: str) -> str:
+    """What the per-credential rate counts by: an API key's key id, or a token's digest."""
+    import hashlib
+
+    parts = secret.split("_", 2)
+    if len(parts) == 3 and parts[0] == "ak":
+        return f"key:{parts[1]}"
+    return "token:" + hashlib.sha256(secret.encode()).hexdigest()[:24]
 
 
 async def get_secret(
@@ -144,22 +156,26 @@ def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_roles(*roles: str) -> Callable[..., Any]:
-    """A dependency that lets the caller through only with one of ``roles`` (403 otherwise)."""
-
-    wanted = frozenset(roles)
+def allow(operation: Operation) -> Callable[..., Any]:
+    """A dependency that lets the caller through only when its roles allow ``operation``
+    (403 otherwise). The decision is ``audit_engine.auth.authorize``: the services call the
+    same check again, so the route's declaration is documentation that cannot drift."""
 
     def check(principal: PrincipalDep) -> Principal:
-        if not (principal.roles & wanted):
-            names = "、".join(sorted(wanted))
-            raise ApiError(403, f"权限不足：需要角色 {names}", code="forbidden")
+        authorize(principal, operation)
         return principal
 
+    check.__name__ = f"allow_{operation.replace('.', '_')}"
     return check
 
 
-PharmacistDep = Annotated[Principal, Depends(require_roles("pharmacist"))]
-QualityDep = Annotated[Principal, Depends(require_roles("quality", "admin", "pharmacist"))]
-QueueReaderDep = Annotated[Principal, Depends(require_roles("pharmacist", "quality"))]
-AdminDep = Annotated[Principal, Depends(require_roles("admin"))]
-HisDep = Annotated[Principal, Depends(require_roles("his"))]
+# One alias per operation (audit_engine.auth.PERMISSIONS says which roles each admits).
+ReviewReaderDep = Annotated[Principal, Depends(allow("review.read"))]
+DoctorAnswerDep = Annotated[Principal, Depends(allow("review.answer"))]
+TaskReaderDep = Annotated[Principal, Depends(allow("task.read"))]
+QueueReaderDep = Annotated[Principal, Depends(allow("queue.read"))]
+PharmacistDep = Annotated[Principal, Depends(allow("queue.work"))]
+SubscriberDep = Annotated[Principal, Depends(allow("subscription.manage"))]
+AdminDep = Annotated[Principal, Depends(allow("rulebase.manage"))]
+WebhookHostAdminDep = Annotated[Principal, Depends(allow("webhook_host.manage"))]
+StatsReaderDep = Annotated[Principal, Depends(allow("stats.read"))]

@@ -16,9 +16,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.throttle import Throttled
 from audit_engine.errors import InputIssue, IntakeError, ServiceError
 from audit_engine.fhir_out import operation_outcome, simple_outcome
 
@@ -104,6 +106,10 @@ def install_error_handlers(app: FastAPI) -> None:
             simple_outcome(err.code, err.message, expression=err.expression), err.status, err.headers
         )
 
+    @app.exception_handler(Throttled)
+    async def _throttled(_: Request, err: Throttled) -> JSONResponse:
+        return fhir_response(simple_outcome("throttled", err.message), 429, {"Retry-After": str(err.retry_after)})
+
     @app.exception_handler(ServiceError)
     async def _service(_: Request, err: ServiceError) -> JSONResponse:
         status = err.status if 400 <= err.status < 500 else 400
@@ -128,6 +134,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return fhir_response(
             simple_outcome(_HTTP_CODES.get(status, "processing"), message), status, getattr(err, "headers", None)
         )
+
+    @app.exception_handler(sa_exc.DataError)
+    async def _data(_: Request, err: sa_exc.DataError) -> JSONResponse:
+        # The database refused a value the client sent (PostgreSQL class 22: a number out of
+        # range, a NUL character, text longer than its column): bad input, not a fault.
+        log.info("database refused a value: %s", str(err.orig).splitlines()[0] if err.orig else err)
+        return fhir_response(simple_outcome("value", "请求中的值超出可存储的范围，或含不允许的字符（如 NUL）"), 422)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, err: Exception) -> JSONResponse:

@@ -19,7 +19,9 @@ from fastapi.staticfiles import StaticFiles
 
 from api.config import Settings, get_settings
 from api.errors import BodyLimitMiddleware, install_error_handlers
+from api.openapi import install_openapi
 from api.runtime import Runtime
+from api.throttle import BadCredentialsMiddleware, throttle_for
 
 log = logging.getLogger("api")
 
@@ -34,6 +36,12 @@ API_DESCRIPTION = """
   `POST /api/v1/tasks/{id}/decision` 作出决定（approve / reject / return）。
 * **规则管理员**：上传、校验、试运行、激活与回滚规则库版本（`/api/v1/rulebases`）。
 
+* **管理员**：维护各机构的 webhook 回调主机白名单（`/api/v1/admin/institutions/{code}/webhook-hosts`）。
+
+权限：机构 API 密钥只能操作本机构的处方（审方中心的密钥也不例外）；药师领取与决定任务，质控查看，
+管理员管理规则库与白名单（不参与审方）。登录失败过多、请求过于频繁或错误凭据过多时答 429，
+`Retry-After` 给出需等待的秒数。
+
 错误一律以 FHIR `OperationOutcome`（`application/fhir+json`）返回，`expression` 给出出错元素的 FHIRPath。
 """
 
@@ -45,6 +53,7 @@ TAGS = [
     {"name": "queue", "description": "药师复核队列与任务"},
     {"name": "subscriptions", "description": "webhook 订阅：药师决定后回调 HIS（HMAC-SHA256 签名）"},
     {"name": "rulebase", "description": "规则库版本管理（管理员）"},
+    {"name": "admin", "description": "管理员：机构的 webhook 回调主机白名单"},
 ]
 
 
@@ -83,11 +92,24 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    runtime.throttle = throttle_for(settings)
+    app.add_middleware(BadCredentialsMiddleware, throttle=runtime.throttle)
 
-    from api.routes import auth, cds_hooks, health, pages, queue, reviews, rulebase, subscriptions
+    from api.routes import (
+        auth,
+        cds_hooks,
+        health,
+        pages,
+        queue,
+        reviews,
+        rulebase,
+        subscriptions,
+        webhook_hosts,
+    )
 
-    for router_module in (health, auth, cds_hooks, reviews, queue, subscriptions, rulebase, pages):
+    for router_module in (health, auth, cds_hooks, reviews, queue, subscriptions, webhook_hosts, rulebase, pages):
         app.include_router(router_module.router)
+    install_openapi(app)
     static = Path(__file__).parent / "static"
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=static), name="static")

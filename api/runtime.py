@@ -22,6 +22,7 @@ from api.config import Settings
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+    from api.throttle import Throttle
     from audit_engine.engine import Engine
 
 log = logging.getLogger("api.runtime")
@@ -39,6 +40,7 @@ class Runtime:
     _last_sync: float = 0.0
     _sync_lock: threading.Lock = field(default_factory=threading.Lock)
     extras: dict[str, Any] = field(default_factory=dict)
+    throttle: Throttle | None = None  # api/throttle.py; set by create_app
     # Tests inject a factory (path or None -> engine); production loads real rulebases.
     engine_factory: Callable[[str | None], Engine] | None = None
     _chain: Any = None  # chain_check.StatusCache, made on first use

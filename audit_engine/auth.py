@@ -5,9 +5,19 @@ and the row holds only SHA-256 of the whole key (the key has 256 bits of entropy
 fast hash is enough and lookup stays O(1)). Passwords are hashed with argon2id
 (argon2-cffi). User tokens are random and kept as SHA-256 with an expiry.
 
-Visibility: an institution sees only its own prescriptions; a review centre (the lead
-county hospital, ``is_centre``) and its users see every member attached to it; users with
-no institution work for the whole alliance and see everything.
+Authorization has two parts, both decided here and nowhere else:
+
+* **What** a caller may do: :data:`PERMISSIONS` maps each operation to the roles allowed
+  to perform it, and :func:`authorize` is the one check (routes declare it as a
+  dependency, and the services that change something call it again before they act).
+* **On which prescriptions:** :func:`visible_institution_ids`. An HIS key acts only on its
+  own institution's prescriptions, whatever the institution's rank (the review centre's
+  HIS included); users of a review centre (the lead county hospital, ``is_centre``) see
+  every member attached to it; users with no institution work for the whole alliance.
+
+An admin does not act on the pharmacist queue: deciding a prescription is a pharmacist's
+professional act (《医疗机构处方审核规范》 第六条: 药师是处方审核工作的第一责任人), and an
+administrator who is also a pharmacist is given a pharmacist account for it.
 """
 
 from __future__ import annotations
@@ -35,6 +45,31 @@ from audit_engine.store.models import Policy as PolicyRow
 ROLES = ("pharmacist", "quality", "admin")
 HIS_ROLE = "his"
 ALL_ROLES = frozenset({*ROLES, HIS_ROLE})
+
+Operation = Literal[
+    "review.submit", "review.read", "review.answer", "task.read", "queue.read", "queue.work",
+    "subscription.manage", "rulebase.manage", "webhook_host.manage", "stats.read", "retention.destroy",
+]
+# Who may do what. One line per operation; the README's Security table is this table.
+PERMISSIONS: dict[Operation, frozenset[str]] = {
+    # The HIS submits its prescriptions and answers for its doctors (explanation, CDS
+    # feedback, the answer to a returned prescription).
+    "review.submit": frozenset({HIS_ROLE}),
+    "review.answer": frozenset({HIS_ROLE}),
+    "subscription.manage": frozenset({HIS_ROLE}),
+    # A review and its task are read by the HIS that sent it, by the pharmacists who review
+    # it and by quality managers (处方点评); an admin manages rules, not prescriptions.
+    "review.read": frozenset({HIS_ROLE, "pharmacist", "quality"}),
+    "task.read": frozenset({HIS_ROLE, "pharmacist", "quality"}),
+    "queue.read": frozenset({"pharmacist", "quality"}),
+    # Claim, renew, release and decide: pharmacists only (see the module docstring).
+    "queue.work": frozenset({"pharmacist"}),
+    "rulebase.manage": frozenset({"admin"}),
+    "webhook_host.manage": frozenset({"admin"}),
+    "retention.destroy": frozenset({"admin"}),
+    "stats.read": frozenset({"quality", "admin"}),
+}
+ROLE_ZH = {HIS_ROLE: "机构HIS", "pharmacist": "药师", "quality": "质控", "admin": "管理员"}
 TOKEN_TTL = timedelta(hours=12)
 
 _hasher = PasswordHasher()
@@ -70,10 +105,22 @@ class Principal:
     def has_role(self, *roles: str) -> bool:
         return bool(self.roles & set(roles))
 
-    def require_role(self, *roles: str) -> None:
-        """Raise AccessDeniedError unless the caller holds one of ``roles``."""
-        if not self.has_role(*roles):
-            raise AccessDeniedError(f"Principal/{self.actor}", f"需要角色 {'/'.join(roles)}")
+    @property
+    def his_only(self) -> bool:
+        """An institution's HIS key (and nothing more): it acts on its own institution only."""
+        return self.roles == frozenset({HIS_ROLE})
+
+
+def may(principal: Principal, operation: Operation) -> bool:
+    """Whether ``principal``'s roles allow ``operation`` (see :data:`PERMISSIONS`)."""
+    return bool(principal.roles & PERMISSIONS[operation])
+
+
+def authorize(principal: Principal, operation: Operation) -> None:
+    """The one role check: raise AccessDeniedError (403) unless ``principal`` may do ``operation``."""
+    if not may(principal, operation):
+        allowed = "、".join(ROLE_ZH[r] for r in sorted(PERMISSIONS[operation]))
+        raise AccessDeniedError(f"Principal/{principal.actor}", f"权限不足：{operation} 仅限 {allowed}")
 
 
 def _did_you_mean(value: str, options: tuple[str, ...]) -> str:
@@ -287,7 +334,7 @@ def visible_institution_ids(s: Session, principal: Principal) -> frozenset[int] 
     """Institutions whose prescriptions ``principal`` may see; None means all of them."""
     if principal.institution_id is None:
         return None
-    if not principal.is_centre:
+    if principal.his_only or not principal.is_centre:
         return frozenset({principal.institution_id})
     members = s.scalars(
         sa.select(Institution.id).where(Institution.centre_id == principal.institution_id)

@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     ua.add_argument("username")
     ua.add_argument("--role", required=True, choices=["pharmacist", "quality", "admin"])
     ua.add_argument("--institution", default=None)
+
+    wh = sub.add_parser("webhook-host", help="manage an institution's allowlist of webhook hosts (audited)")
+    wh.add_argument("action", choices=["add", "remove", "list"])
+    wh.add_argument("code", help="institution code")
+    wh.add_argument("host", nargs="?", default=None, help="host name or IP address (add, remove)")
     return p
 
 
@@ -77,6 +82,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from audit_engine import chain_check
 
         return chain_check.cmd_verify()
+    if args.command == "webhook-host":
+        from audit_engine.webhook_hosts_cli import cmd_webhook_host
+
+        return cmd_webhook_host(args.action, args.code, args.host)
     from api import server
 
     if args.command == "serve":

@@ -119,6 +119,12 @@ class TransitionError(ServiceError):
     status = 409
 
 
+class LimitExceededError(ServiceError):
+    """A request that would pass a configured limit (e.g. active webhook subscriptions); HTTP 409."""
+
+    status = 409
+
+
 class InvalidRequestError(ServiceError):
     """A well-formed request with values the service cannot accept (HTTP 422)."""
 

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from audit_engine import audit_log, webhooks
-from audit_engine.auth import HIS_ROLE, Principal, can_see, visible_institution_ids
+from audit_engine.auth import Principal, authorize, can_see, visible_institution_ids
 from audit_engine.errors import InvalidRequestError, NotFoundError, TransitionError
 from audit_engine.policy import Policy, timeout_passes
 from audit_engine.store.db import read_scope, utcnow
@@ -53,7 +53,6 @@ from audit_engine.store.records import (
 from audit_engine.store.reviews import review_status
 
 DEFAULT_LEASE_SECONDS = 300
-PHARMACIST_ROLES = ("pharmacist", "admin")
 
 # status -> event -> new status
 TRANSITIONS: dict[str, dict[str, str]] = {
@@ -184,7 +183,7 @@ def claim_next(
     A task whose holder's lease ran out is claimable again. On PostgreSQL the candidate row
     is locked with ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take different tasks.
     """
-    principal.require_role(*PHARMACIST_ROLES)
+    authorize(principal, "queue.work")
     at = now or utcnow()
     q = (
         sa.select(Task)
@@ -233,7 +232,7 @@ def renew_lease(
     now: datetime | None = None,
 ) -> TaskRecord:
     """Extend the caller's claim (the workbench calls this while the pharmacist is active)."""
-    principal.require_role(*PHARMACIST_ROLES)
+    authorize(principal, "queue.work")
     at = now or utcnow()
     task = _locked_task(s, task_id, principal)
     _check(task, "renew")
@@ -245,7 +244,7 @@ def renew_lease(
 
 def release(s: Session, *, task_id: str, principal: Principal, now: datetime | None = None) -> TaskRecord:
     """Give a claimed task back to the queue."""
-    principal.require_role(*PHARMACIST_ROLES)
+    authorize(principal, "queue.work")
     at = now or utcnow()
     task = _locked_task(s, task_id, principal)
     _check(task, "release")
@@ -269,7 +268,7 @@ def decide(
     Raises TransitionError (task not claimed by the caller, already decided …) and
     InvalidRequestError (unknown decision, missing reason); nothing changes then.
     """
-    principal.require_role(*PHARMACIST_ROLES)
+    authorize(principal, "queue.work")
     if decision not in ("approve", "reject", "return"):
         raise InvalidRequestError(
             f"Task/{task_id}", f"未知决定 {decision!r}（应为 approve、reject 或 return）"
@@ -310,7 +309,7 @@ def doctor_answer(
 ) -> TaskRecord:
     """The doctor answers a returned prescription: ``modify`` (with the new review of the
     modified prescription) or ``insist`` with a reason (双签, double signature)."""
-    principal.require_role(HIS_ROLE)
+    authorize(principal, "review.answer")
     at = now or utcnow()
     task = _locked_task(s, task_id, principal)
     if kind in ("insist", "modify"):

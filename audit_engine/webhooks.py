@@ -6,14 +6,23 @@ POSTs the JSON body with ``X-Audit-Signature: sha256=<hex HMAC-SHA256 of the bod
 by the subscription's secret, and retries failures with exponential back-off until it
 gives up after ``max_attempts``. Due rows are taken ``FOR UPDATE SKIP LOCKED``, so several
 workers never send the same delivery at the same time.
+
+Where a webhook may point: an http(s) URL whose host an admin put on the institution's
+allowlist (:func:`allow_host`; county HIS servers live on private addresses, so private
+ranges are not banned as such). Loopback, unspecified, link-local and multicast addresses
+and ``localhost`` are always refused, and so is the address the service itself answers on.
+An institution has at most :data:`MAX_ACTIVE_SUBSCRIPTIONS` active subscriptions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import re
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,11 +31,19 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from audit_engine.errors import InvalidRequestError, NotFoundError
+from audit_engine import audit_log
+from audit_engine.errors import InvalidRequestError, LimitExceededError, NotFoundError
 from audit_engine.store.db import utcnow
-from audit_engine.store.models import Prescription, WebhookDelivery, WebhookSubscription
+from audit_engine.store.models import (
+    Institution,
+    Prescription,
+    WebhookAllowedHost,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 
 if TYPE_CHECKING:
+    from audit_engine.auth import Principal
     from audit_engine.store.models import Review, Task
 
 SIGNATURE_HEADER = "X-Audit-Signature"
@@ -34,6 +51,10 @@ MAX_ATTEMPTS = 8
 BASE_DELAY = timedelta(seconds=10)
 MAX_DELAY = timedelta(hours=1)
 IN_FLIGHT = timedelta(minutes=2)  # a claimed delivery is hidden this long while being sent
+MAX_ACTIVE_SUBSCRIPTIONS = 20  # per institution: one decision queues at most this many deliveries
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+# An address the service listens on, as (host, port): never a webhook destination.
+Address = tuple[str, int]
 
 # (url, body, headers) -> HTTP status; raises on a network failure.
 Sender = Callable[[str, bytes, dict[str, str]], int]
@@ -77,17 +98,203 @@ def body_of(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
+# --------------------------------------------------------------------------- where a webhook may point
+def normalise_host(host: str, *, where: str = "host") -> str:
+    """A host as the allowlist stores it: a lower-case DNS name or a canonical IP literal
+    (``[::1]`` → ``::1``); InvalidRequestError for anything else."""
+    text = host.strip().lower().rstrip(".")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not _HOST_NAME.match(text):
+        raise InvalidRequestError(where, f"不是合法的主机名或 IP 地址：{host!r}")
+    return text
+
+
+def always_refused(host: str) -> str | None:
+    """Why ``host`` (normalised) can never receive webhooks, or None: the service's own
+    machine (loopback, ``localhost``), unspecified, link-local (cloud metadata) and multicast."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return "localhost 指向本服务所在主机"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "回环地址指向本服务所在主机"
+    if ip.is_unspecified:
+        return "未指定地址（0.0.0.0 / ::）"
+    if ip.is_link_local:
+        return "链路本地地址（含云主机元数据地址）"
+    if ip.is_multicast:
+        return "组播地址"
+    return None
+
+
+def _split_url(url: str) -> tuple[str, int]:
+    """(normalised host, port) of an http(s) URL, or InvalidRequestError naming the problem."""
+    from urllib.parse import urlsplit
+
+    where = "WebhookSubscription.url"
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidRequestError(where, f"地址不合法：{exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidRequestError(where, f"须为 http(s) 地址：{url!r}")
+    if not parts.hostname:
+        raise InvalidRequestError(where, f"地址缺少主机：{url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidRequestError(where, "地址中不能含用户名或密码（用订阅密钥签名验证）")
+    host = normalise_host(parts.hostname, where=where)
+    return host, port if port is not None else (443 if parts.scheme == "https" else 80)
+
+
+def check_destination(
+    s: Session, *, institution_id: int, url: str, own_addresses: frozenset[Address] = frozenset()
+) -> str:
+    """The URL's normalised host when ``url`` may receive this institution's webhooks;
+    InvalidRequestError (422) saying why not otherwise."""
+    host, port = _split_url(url)
+    where = "WebhookSubscription.url"
+    reason = always_refused(host)
+    if reason is not None:
+        raise InvalidRequestError(where, f"不能回调 {host}：{reason}")
+    if (host, port) in own_addresses:
+        raise InvalidRequestError(where, f"不能回调本服务自己的地址 {host}:{port}")
+    allowed = s.scalar(
+        sa.select(WebhookAllowedHost.id).where(
+            WebhookAllowedHost.institution_id == institution_id, WebhookAllowedHost.host == host
+        )
+    )
+    if allowed is None:
+        raise InvalidRequestError(
+            where, f"主机 {host} 不在本机构的回调白名单中：请管理员用 audit-engine webhook-host add 添加"
+        )
+    return host
+
+
+# --------------------------------------------------------------------------- the allowlist (admin)
+@dataclass(frozen=True, slots=True)
+class AllowedHost:
+    institution_code: str
+    host: str
+    added_by: str
+    created_at: datetime
+
+
+def _institution(s: Session, code: str, *, lock: bool = False) -> Institution:
+    q = sa.select(Institution).where(Institution.code == code)
+    inst = s.scalar(q.with_for_update() if lock else q)
+    if inst is None:
+        raise NotFoundError(f"Institution/{code}", "没有这个机构")
+    return inst
+
+
+def allowed_hosts(s: Session, *, institution_code: str) -> list[AllowedHost]:
+    inst = _institution(s, institution_code)
+    rows = s.scalars(
+        sa.select(WebhookAllowedHost)
+        .where(WebhookAllowedHost.institution_id == inst.id)
+        .order_by(WebhookAllowedHost.host)
+    )
+    return [AllowedHost(inst.code, r.host, r.added_by, r.created_at) for r in rows]
+
+
+def allow_host(s: Session, *, institution_code: str, host: str, principal: Principal) -> AllowedHost:
+    """Put ``host`` on the institution's allowlist (audited); adding it twice is harmless."""
+    from audit_engine.auth import authorize
+
+    authorize(principal, "webhook_host.manage")
+    name = normalise_host(host)
+    reason = always_refused(name)
+    if reason is not None:
+        raise InvalidRequestError("host", f"不能加入白名单：{reason}")
+    inst = _institution(s, institution_code)
+    row = s.scalar(
+        sa.select(WebhookAllowedHost).where(
+            WebhookAllowedHost.institution_id == inst.id, WebhookAllowedHost.host == name
+        )
+    )
+    if row is None:
+        row = WebhookAllowedHost(institution_id=inst.id, host=name, added_by=principal.actor, created_at=utcnow())
+        s.add(row)
+        s.flush()
+        audit_log.append(s, actor=audit_log.Actor.of(principal), action="webhook_host.allowed",
+                         object_type="institution", object_id=inst.code, institution_id=inst.id,
+                         detail={"host": name})
+    return AllowedHost(inst.code, row.host, row.added_by, row.created_at)
+
+
+def remove_host(s: Session, *, institution_code: str, host: str, principal: Principal) -> int:
+    """Take ``host`` off the allowlist (audited) and deactivate the institution's active
+    subscriptions to it; returns how many were deactivated."""
+    from audit_engine.auth import authorize
+
+    authorize(principal, "webhook_host.manage")
+    name = normalise_host(host)
+    inst = _institution(s, institution_code)
+    row = s.scalar(
+        sa.select(WebhookAllowedHost).where(
+            WebhookAllowedHost.institution_id == inst.id, WebhookAllowedHost.host == name
+        )
+    )
+    if row is None:
+        raise NotFoundError(f"Institution/{inst.code}/webhook-hosts/{name}", "白名单中没有这个主机")
+    s.delete(row)
+    stopped = 0
+    for sub in s.scalars(
+        sa.select(WebhookSubscription).where(
+            WebhookSubscription.institution_id == inst.id, WebhookSubscription.active
+        )
+    ):
+        if _split_url(sub.url)[0] == name:
+            sub.active = False
+            stopped += 1
+    s.flush()
+    audit_log.append(s, actor=audit_log.Actor.of(principal), action="webhook_host.removed",
+                     object_type="institution", object_id=inst.code, institution_id=inst.id,
+                     detail={"host": name, "subscriptions_deactivated": stopped})
+    return stopped
+
+
 # --------------------------------------------------------------------------- subscriptions
 def create_subscription(
-    s: Session, *, institution_id: int, url: str, secret: str | None = None
+    s: Session,
+    *,
+    institution_id: int,
+    url: str,
+    secret: str | None = None,
+    own_addresses: frozenset[Address] = frozenset(),
 ) -> tuple[SubscriptionRecord, str]:
     """Subscribe an institution's endpoint; returns it with the signing secret (generated
-    when not given; shown to the integrator once)."""
-    if not url.startswith(("http://", "https://")):
-        raise InvalidRequestError("WebhookSubscription.url", f"须为 http(s) 地址：{url!r}")
+    when not given; shown to the integrator once).
+
+    The URL must pass :func:`check_destination` (422 otherwise), and the institution may
+    hold at most :data:`MAX_ACTIVE_SUBSCRIPTIONS` active subscriptions (LimitExceededError,
+    409). The institution's row is locked while counting, so concurrent creates cannot
+    pass the cap together."""
+    check_destination(s, institution_id=institution_id, url=url, own_addresses=own_addresses)
+    s.execute(sa.select(Institution.id).where(Institution.id == institution_id).with_for_update())
+    active = s.scalar(
+        sa.select(sa.func.count()).select_from(WebhookSubscription).where(
+            WebhookSubscription.institution_id == institution_id, WebhookSubscription.active
+        )
+    )
+    if (active or 0) >= MAX_ACTIVE_SUBSCRIPTIONS:
+        raise LimitExceededError(
+            "WebhookSubscription",
+            f"本机构已有 {active} 个有效订阅（上限 {MAX_ACTIVE_SUBSCRIPTIONS}）：请先删除不用的订阅",
+        )
     key = secret or secrets.token_urlsafe(32)
     row = WebhookSubscription(
-        institution_id=institution_id, url=url, secret=key, active=True, created_at=utcnow()
+        institution_id=institution_id, url=url.strip(), secret=key, active=True, created_at=utcnow()
     )
     s.add(row)
     s.flush()
@@ -177,12 +384,31 @@ def enqueue_decision(s: Session, *, review: Review, task: Task, now: datetime) -
 
 
 # --------------------------------------------------------------------------- delivery
+def resolved_refusal(url: str) -> str | None:
+    """Why ``url``'s host, as DNS resolves it now, must not be called (a name on the
+    allowlist that has come to point at loopback or link-local), or None."""
+    host, port = _split_url(url)
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return None  # the POST fails by itself and is retried
+    for info in infos:
+        reason = always_refused(normalise_host(str(info[4][0])))
+        if reason is not None:
+            return f"{host} 解析为 {info[4][0]}：{reason}"
+    return None
+
+
 def httpx_sender(timeout_s: float = 5.0) -> Sender:
-    """The real sender: one POST with httpx."""
+    """The real sender: one POST with httpx, refused when the host resolves to this machine."""
     import httpx
 
     def send(url: str, body: bytes, headers: dict[str, str]) -> int:
-        return httpx.post(url, content=body, headers=headers, timeout=timeout_s).status_code
+        refusal = resolved_refusal(url)
+        if refusal is not None:
+            raise ConnectionRefusedError(refusal)
+        return httpx.post(url, content=body, headers=headers, timeout=timeout_s,
+                          follow_redirects=False).status_code
 
     return send
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
-from api.deps import SessionDep
+from api.deps import RuntimeDep, SessionDep
 from api.errors import ApiError
+from api.openapi import errors
+from api.throttle import client_address
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -27,12 +29,21 @@ class TokenOut(BaseModel):
 
 
 @router.post("/token", response_model=TokenOut, summary="用户登录，获取 Bearer 令牌",
-             responses={401: {"description": "用户名或密码错误（OperationOutcome）"}})
-def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep) -> TokenOut:
+             description="同一用户名或同一客户端地址登录失败过多（默认 15 分钟内 10 次 / 30 次）时答 429，"
+                         "`Retry-After` 给出需等待的秒数；其间即使密码正确也不能登录。",
+             responses=errors(401, 422, 429, descriptions={401: "用户名或密码错误（OperationOutcome）"}))
+def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, session: SessionDep,
+          runtime: RuntimeDep) -> TokenOut:
     from audit_engine import auth
 
+    throttle = runtime.throttle
+    address = client_address(request.scope)
+    if throttle is not None:
+        throttle.before_login(form.username, address)
     principal = auth.authenticate_user(session, username=form.username, password=form.password)
     if principal is None:
+        if throttle is not None:
+            throttle.login_failed(form.username, address)
         raise ApiError(401, "用户名或密码错误", code="login", headers={"WWW-Authenticate": "Bearer"})
     value = auth.issue_token(session, principal=principal)
     session.commit()

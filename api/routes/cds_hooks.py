@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from api.deps import PrincipalDep, RuntimeDep, SecretDep, SessionDep
+from api.deps import DoctorAnswerDep, RuntimeDep, SecretDep, SessionDep
 from api.errors import ApiError, read_json, read_json_raw
+from api.openapi import errors
+from api.schemas import CdsResponse, CdsServices, FeedbackRecorded
 from api.views import submit, thresholds
 from audit_engine.fhir_out import card_id, cds_response
 
 router = APIRouter(tags=["cds-hooks"])
 
 SERVICE_ID = "county-prescription-review"
+ServiceId = Annotated[str, Path(description="CDS 服务编号（见 GET /cds-services）", examples=[SERVICE_ID])]
 
 SERVICE = {
     "hook": "order-sign",
@@ -82,7 +85,7 @@ _RESPONSE_EXAMPLE = {
 }
 
 
-@router.get("/cds-services", summary="CDS Hooks 发现接口")
+@router.get("/cds-services", response_model=CdsServices, summary="CDS Hooks 发现接口")
 def discovery() -> dict[str, Any]:
     return {"services": [SERVICE]}
 
@@ -101,10 +104,12 @@ def discovery() -> dict[str, Any]:
             "content": {"application/json": {"schema": {"type": "object"}, "example": _REQUEST_EXAMPLE}},
         }
     },
+    response_model=CdsResponse,
     responses={200: {"content": {"application/json": {"example": _RESPONSE_EXAMPLE}}},
-               422: {"description": "请求不合法（OperationOutcome，含 FHIRPath）"}},
+               **errors(400, 401, 403, 404, 413, 422, 429, descriptions={
+                   404: "没有这个 CDS 服务", 422: "请求不合法（OperationOutcome，含 FHIRPath）"})},
 )
-async def order_sign(service_id: str, request: Request, runtime: RuntimeDep, secret: SecretDep) -> JSONResponse:
+async def order_sign(service_id: ServiceId, request: Request, runtime: RuntimeDep, secret: SecretDep) -> JSONResponse:
     _known(service_id)
     payload, raw = await read_json_raw(request, max_bytes=runtime.settings.max_body_bytes)
     record = await submit(runtime, secret=secret, payload=payload, kind="cds", raw=raw)
@@ -127,6 +132,7 @@ async def order_sign(service_id: str, request: Request, runtime: RuntimeDep, sec
         "计入 `already_recorded`；对已反馈的卡片改报另一结果为 409。`outcomeTimestamp` 可省略，给出时须为 FHIR instant"
         "（如 `2026-11-23T08:00:00Z`，须含秒和时区），否则 422。"
     ),
+    response_model=FeedbackRecorded,
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"type": "object"},
         "example": {"feedback": [{"card": "0b2d…", "outcome": "overridden", "overrideReason": {
@@ -134,13 +140,14 @@ async def order_sign(service_id: str, request: Request, runtime: RuntimeDep, sec
             "outcomeTimestamp": "2026-11-23T08:00:00Z"}]}}}}},
     responses={
         200: {"description": "已记录", "content": {"application/json": {"example": {"recorded": 1, "already_recorded": 0}}}},
-        404: {"description": "不是本服务发给本机构的卡片（OperationOutcome，expression 为 feedback[i].card）"},
-        409: {"description": "该卡片已有另一种反馈结果（OperationOutcome）"},
-        422: {"description": "反馈格式不合法（OperationOutcome，含 FHIRPath）"},
+        **errors(400, 401, 403, 404, 409, 413, 422, 429, descriptions={
+            404: "不是本服务发给本机构的卡片（OperationOutcome，expression 为 feedback[i].card）",
+            409: "该卡片已有另一种反馈结果（OperationOutcome）",
+            422: "反馈格式不合法（OperationOutcome，含 FHIRPath）"}),
     },
 )
 async def feedback(
-    service_id: str, request: Request, runtime: RuntimeDep, session: SessionDep, principal: PrincipalDep
+    service_id: ServiceId, request: Request, runtime: RuntimeDep, session: SessionDep, principal: DoctorAnswerDep
 ) -> JSONResponse:
     _known(service_id)
     doc = await read_json(request, max_bytes=runtime.settings.max_body_bytes)

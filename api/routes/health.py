@@ -16,6 +16,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import RuntimeDep
+from api.schemas import HealthOut
 
 router = APIRouter(tags=["service"])
 
@@ -23,11 +24,12 @@ router = APIRouter(tags=["service"])
 @router.get(
     "/health",
     summary="服务健康与当前规则库版本",
+    response_model=HealthOut,
     responses={
         200: {"content": {"application/json": {"example": {
             "status": "ok", "rulebase": {"version": "3f2a…"},
             "audit_chain": {"status": "intact", "verified_seq": 1024, "checked_at": "2026-11-23T08:00:00Z"}}}}},
-        503: {"description": "尚未就绪（启动中或规则库加载失败）"},
+        503: {"description": "尚未就绪（启动中或规则库加载失败）", "model": HealthOut},
     },
 )
 def health(runtime: RuntimeDep) -> JSONResponse:

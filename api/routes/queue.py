@@ -9,8 +9,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import PharmacistDep, PrincipalDep, QueueReaderDep, RuntimeDep, SessionDep
+from api.deps import DoctorAnswerDep, PharmacistDep, QueueReaderDep, RuntimeDep, SessionDep, TaskReaderDep
 from api.errors import FHIR_JSON, ApiError, read_json
+from api.openapi import errors, fhir_alternative
+from api.schemas import DoctorAnswerOut, TaskId, TaskList, TaskOut, TaskStatus, TaskWithReview
 from api.views import jsonable, review_json, submit
 from audit_engine.fhir_out import task_resource
 
@@ -24,6 +26,15 @@ class DecisionIn(BaseModel):
     reason: str | None = Field(default=None, max_length=2000, description="理由（reject、return 必填）")
 
     model_config = {"json_schema_extra": {"examples": [{"decision": "return", "reason": "辛伐他汀与克拉霉素禁用，请换用阿奇霉素"}]}}
+
+
+class DoctorAnswerIn(BaseModel):
+    """The doctor's answer to a returned prescription (parsed by hand: the bundle goes
+    through intake's own limits)."""
+
+    answer: Literal["modify", "insist"] = Field(description="modify 修改重审 / insist 坚持原处方（双签）")
+    reason: str | None = Field(default=None, description="insist 时必填：理由")
+    bundle: dict[str, Any] | None = Field(default=None, description="modify 时：修改后的处方 Bundle（FHIR R4）")
 
 
 def task_json(task: Any, review: Any | None = None) -> dict[str, Any]:
@@ -54,7 +65,9 @@ def _review_of(session: Any, task: Any, principal: Any) -> Any:
 @router.post(
     "/queue/claim",
     summary="领取下一个复核任务（急诊优先，其次严重程度，再次等待时间）",
-    responses={200: {"description": "任务及其审核"}, 204: {"description": "队列为空"}},
+    response_model=TaskWithReview,
+    responses={200: {"description": "任务及其审核"}, 204: {"description": "队列为空"},
+               **errors(401, 403, 422, 429, descriptions={403: "只有药师可以领取任务（管理员不参与审方）"})},
 )
 def claim(session: SessionDep, principal: PharmacistDep,
           lease_seconds: Annotated[int, Query(ge=30, le=3600, description="租约秒数，过期自动释放")] = 300) -> Response:
@@ -69,9 +82,11 @@ def claim(session: SessionDep, principal: PharmacistDep,
     return JSONResponse(task_json(task, review))
 
 
-@router.get("/tasks", summary="列出待办任务（队列顺序：超时升级、急诊、严重程度、等待时间）")
+@router.get("/tasks", response_model=TaskList, summary="列出待办任务（队列顺序：超时升级、急诊、严重程度、等待时间）",
+            responses=errors(401, 403, 422, 429))
 def list_tasks(session: SessionDep, principal: QueueReaderDep,
-               status: Annotated[list[str] | None, Query(description="状态，可多选；缺省为未结束的任务")] = None,
+               status: Annotated[list[TaskStatus] | None,
+                                 Query(description="状态，可多选；缺省为未结束的任务")] = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JSONResponse:
     from audit_engine import queue
 
@@ -80,8 +95,9 @@ def list_tasks(session: SessionDep, principal: QueueReaderDep,
     return JSONResponse({"tasks": [task_json(t) for t in tasks]})
 
 
-@router.get("/tasks/{task_id}", summary="查看任务（`?_format=fhir` 返回 FHIR Task）")
-def get_task(task_id: str, request: Request, session: SessionDep, principal: PrincipalDep,
+@router.get("/tasks/{task_id}", response_model=TaskWithReview, summary="查看任务（`?_format=fhir` 返回 FHIR Task）",
+            responses={200: fhir_alternative("?_format=fhir：FHIR Task"), **errors(401, 403, 404, 422, 429)})
+def get_task(task_id: TaskId, request: Request, session: SessionDep, principal: TaskReaderDep,
              format_: Annotated[str | None, Query(alias="_format")] = None) -> JSONResponse:
     from audit_engine import queue
 
@@ -97,8 +113,10 @@ def get_task(task_id: str, request: Request, session: SessionDep, principal: Pri
     return JSONResponse(task_json(task, review))
 
 
-@router.post("/tasks/{task_id}/decision", summary="药师决定：approve / reject / return（附理由）")
-def decide(task_id: str, body: DecisionIn, session: SessionDep, principal: PharmacistDep) -> JSONResponse:
+@router.post("/tasks/{task_id}/decision", response_model=TaskOut, summary="药师决定：approve / reject / return（附理由）",
+             responses=errors(401, 403, 404, 409, 413, 422, 429,
+                              descriptions={409: "任务不在可决定的状态，或不由调用者领取"}))
+def decide(task_id: TaskId, body: DecisionIn, session: SessionDep, principal: PharmacistDep) -> JSONResponse:
     from audit_engine import queue
 
     if body.decision in ("reject", "return") and not (body.reason or "").strip():
@@ -111,19 +129,18 @@ def decide(task_id: str, body: DecisionIn, session: SessionDep, principal: Pharm
 @router.post(
     "/tasks/{task_id}/answer",
     summary="医生答复被打回的处方：modify（提交修改后的处方，重新审核并关联）或 insist（坚持原处方并说明理由，双签）",
+    response_model=DoctorAnswerOut,
+    responses=errors(400, 401, 403, 404, 409, 413, 422, 429,
+                     descriptions={409: "任务不是被打回（returned）状态"}),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"type": "object", "properties": {
-            "answer": {"type": "string", "enum": ["modify", "insist"]},
-            "reason": {"type": "string"},
-            "bundle": {"type": "object", "description": "modify 时：修改后的处方 Bundle"}},
-            "required": ["answer"]},
+        "schema": DoctorAnswerIn.model_json_schema(),
         "examples": {
             "insist": {"value": {"answer": "insist", "reason": "患者既往长期使用，已监测肝功能（双签）"}},
             "modify": {"value": {"answer": "modify", "bundle": {"resourceType": "Bundle", "type": "collection",
                                                                    "entry": []}}}}}}}},
 )
-async def doctor_answer(task_id: str, request: Request, runtime: RuntimeDep, session: SessionDep,
-                        principal: PrincipalDep) -> JSONResponse:
+async def doctor_answer(task_id: TaskId, request: Request, runtime: RuntimeDep, session: SessionDep,
+                        principal: DoctorAnswerDep) -> JSONResponse:
     from audit_engine import queue
 
     doc = await read_json(request, max_bytes=runtime.settings.max_body_bytes)

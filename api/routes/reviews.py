@@ -11,8 +11,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import PrincipalDep, RuntimeDep, SecretDep, SessionDep
+from api.deps import DoctorAnswerDep, ReviewReaderDep, RuntimeDep, SecretDep, SessionDep
 from api.errors import FHIR_JSON, ApiError, read_json_raw
+from api.openapi import errors, fhir_alternative
+from api.schemas import ReviewId, ReviewOut
 from api.views import Kind, review_json, submit, thresholds
 from audit_engine.fhir_out import detected_issues_bundle
 
@@ -96,12 +98,18 @@ def _fhir_body(record: Any) -> dict[str, Any]:
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/fhir+json": {"schema": {"type": "object"}, "example": _BUNDLE_EXAMPLE},
         "application/json": {"schema": {"type": "object"}, "example": _BUNDLE_EXAMPLE}}}},
+    status_code=201,
+    response_model=ReviewOut,
+    response_description="新的审核（Location 头给出其地址）",
     responses={
-        201: {"description": "新审核（新处方，或已有处方号的新版本）", "content": {"application/json": {"example": _REVIEW_EXAMPLE}}},
-        200: {"description": "重发：同一处方号、同一临床内容的已存审核（replayed: true）",
-              "content": {"application/json": {"example": {**_REVIEW_EXAMPLE, "replayed": True}}}},
-        413: {"description": "请求体过大（OperationOutcome）"},
-        422: {"description": "不是合格的处方（OperationOutcome，expression 为 FHIRPath）"},
+        201: {"description": "新审核（新处方，或已有处方号的新版本）",
+              "content": {"application/json": {"example": _REVIEW_EXAMPLE}},
+              **fhir_alternative("?_format=fhir：DetectedIssue 的 Bundle")},
+        200: {"description": "重发：同一处方号、同一临床内容的已存审核（replayed: true），不产生第二个任务",
+              "model": ReviewOut, **fhir_alternative("?_format=fhir：DetectedIssue 的 Bundle")},
+        **errors(400, 401, 403, 413, 422, 429, descriptions={
+            403: "凭据不是机构 HIS 密钥（药师、质控、管理员令牌不能提交处方）",
+            422: "不是合格的处方（OperationOutcome，expression 为 FHIRPath）"}),
     },
 )
 async def create_review(
@@ -128,14 +136,17 @@ async def create_review(
         "患者（性别、年龄、体重、eGFR、妊娠/哺乳、过敏、诊断）、处方（类型、科室、医师职称、机构）与药品清单"
         "（剂量、频次、途径、天数、被哪些问题涉及）；值为 null 表示系统无法确定。"
     ),
-    responses={200: {"content": {"application/json": {"example": _REVIEW_EXAMPLE}}}, 404: {"description": "不存在或无权查看"}},
+    response_model=ReviewOut,
+    responses={200: {"content": {"application/json": {"example": _REVIEW_EXAMPLE}},
+                     **fhir_alternative("?_format=fhir：DetectedIssue 的 Bundle")},
+               **errors(401, 403, 404, 422, 429)},
 )
 async def read_review(
-    review_id: str,
+    review_id: ReviewId,
     request: Request,
     runtime: RuntimeDep,
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: ReviewReaderDep,
     wait: Annotated[float, Query(ge=0, le=300, description="长轮询秒数：等待药师决定")] = 0,
     format_: Annotated[str | None, Query(alias="_format")] = None,
 ) -> JSONResponse:
@@ -188,12 +199,13 @@ class ExplanationIn(BaseModel):
 
 @router.post(
     "/reviews/{review_id}/explanation",
+    response_model=ReviewOut,
     summary="医师对“需说明理由”的处方给出理由（记为 overridden 反馈）",
     description="`rule_id` 缺省时理由针对全部问题；给出时须是本审核问题中的规则编号，否则 422。",
-    responses={404: {"description": "不存在或无权查看（OperationOutcome）"},
-               422: {"description": "理由为空，或 rule_id 不在本审核的问题中（OperationOutcome，expression 为 rule_id）"}},
+    responses=errors(401, 403, 404, 409, 413, 422, 429, descriptions={
+        422: "理由为空，或 rule_id 不在本审核的问题中（OperationOutcome，expression 为 rule_id）"}),
 )
-def explain(review_id: str, body: ExplanationIn, session: SessionDep, principal: PrincipalDep) -> JSONResponse:
+def explain(review_id: ReviewId, body: ExplanationIn, session: SessionDep, principal: DoctorAnswerDep) -> JSONResponse:
     from audit_engine.store.reviews import UnknownRuleError, get_review, record_feedback
 
     if not body.reason.strip():

@@ -20,6 +20,15 @@ from fastapi.responses import JSONResponse
 from api import rulebases
 from api.deps import AdminDep, RuntimeDep, SessionDep
 from api.errors import ApiError
+from api.openapi import errors, json_or_outcome
+from api.schemas import (
+    DryRunReport,
+    RulebaseCheck,
+    RulebaseList,
+    RulebaseServing,
+    RulebaseUploaded,
+    RulebaseVersionId,
+)
 from audit_engine.errors import Diagnostic, InputIssue, IntakeError
 
 router = APIRouter(prefix="/api/v1/rulebases", tags=["rulebase"])
@@ -85,7 +94,11 @@ _UPLOAD_DOC = {"requestBody": {"required": True, "content": {
 }}}
 
 
-@router.post("/validate", summary="只校验，不保存：返回全部诊断（file:line:col）", openapi_extra=_UPLOAD_DOC)
+@router.post("/validate", summary="只校验，不保存：返回全部诊断（file:line:col）", openapi_extra=_UPLOAD_DOC,
+             response_model=RulebaseCheck,
+             responses={**errors(400, 401, 403, 413, 429),
+                        **json_or_outcome(422, RulebaseCheck, "校验失败（diagnostics 列出每处 file:line:col），"
+                                                              "或上传内容不可读（OperationOutcome）")})
 async def validate(request: Request, runtime: RuntimeDep, _: AdminDep) -> JSONResponse:
     files, _label = await _files_from_request(request, runtime.settings.max_body_bytes)
     checked = await run_in_threadpool(rulebases.check_files, files, runtime.settings)
@@ -95,7 +108,11 @@ async def validate(request: Request, runtime: RuntimeDep, _: AdminDep) -> JSONRe
 
 
 @router.post("", status_code=201, summary="上传新版本（校验通过才保存；不自动激活）", openapi_extra=_UPLOAD_DOC,
-             responses={422: {"description": "校验失败：diagnostics 列出每处 file:line:col"}})
+             response_model=RulebaseUploaded,
+             responses={200: {"description": "该版本已上传过：返回已存的版本", "model": RulebaseUploaded},
+                        **errors(400, 401, 403, 413, 429),
+                        **json_or_outcome(422, RulebaseCheck, "校验失败（diagnostics 列出每处 file:line:col），"
+                                                              "或上传内容不可读（OperationOutcome）")})
 async def upload(request: Request, runtime: RuntimeDep, session: SessionDep, principal: AdminDep) -> JSONResponse:
     from audit_engine.store.db import utcnow
     from audit_engine.store.models import RulebaseVersion
@@ -121,7 +138,7 @@ async def upload(request: Request, runtime: RuntimeDep, session: SessionDep, pri
     return JSONResponse({"ok": True, **_row_json(row), "rules": checked.rule_count}, status_code=201 if created else 200)
 
 
-@router.get("", summary="列出规则库版本")
+@router.get("", response_model=RulebaseList, summary="列出规则库版本", responses=errors(401, 403, 429))
 def list_versions(session: SessionDep, _: AdminDep) -> JSONResponse:
     from audit_engine.store.models import RulebaseVersion
 
@@ -129,8 +146,9 @@ def list_versions(session: SessionDep, _: AdminDep) -> JSONResponse:
     return JSONResponse({"versions": [_row_json(r) for r in rows]})
 
 
-@router.post("/{version}/dry-run", summary="试运行：用该版本重审最近的处方，报告结论将如何变化")
-async def dry_run(version: str, runtime: RuntimeDep, session: SessionDep, principal: AdminDep,
+@router.post("/{version}/dry-run", response_model=DryRunReport, summary="试运行：用该版本重审最近的处方，报告结论将如何变化",
+             responses=errors(401, 403, 404, 422, 429))
+async def dry_run(version: RulebaseVersionId, runtime: RuntimeDep, session: SessionDep, principal: AdminDep,
                   limit: Annotated[int, Query(ge=1, le=2000)] = 200) -> JSONResponse:
     from api.dry_run import dry_run as run
 
@@ -140,15 +158,17 @@ async def dry_run(version: str, runtime: RuntimeDep, session: SessionDep, princi
     return JSONResponse(report)
 
 
-@router.post("/{version}/activate", summary="激活该版本（原子切换；进行中的审核用旧版本完成）")
-def activate(version: str, runtime: RuntimeDep, session: SessionDep, principal: AdminDep) -> JSONResponse:
+@router.post("/{version}/activate", response_model=RulebaseServing,
+             summary="激活该版本（原子切换；进行中的审核用旧版本完成）", responses=errors(401, 403, 404, 422, 429))
+def activate(version: RulebaseVersionId, runtime: RuntimeDep, session: SessionDep, principal: AdminDep) -> JSONResponse:
     row = _get(session, version)
     _make_active(session, principal, row, action="rulebase.activated")
     runtime.sync_rulebase()
     return JSONResponse({**_row_json(row), "serving": runtime.engine.version if runtime.engine else None})
 
 
-@router.post("/rollback", summary="回滚到上一个激活过的版本")
+@router.post("/rollback", response_model=RulebaseServing, summary="回滚到上一个激活过的版本",
+             responses=errors(401, 403, 409, 429, descriptions={409: "没有可回滚的先前版本"}))
 def rollback(runtime: RuntimeDep, session: SessionDep, principal: AdminDep) -> JSONResponse:
     from audit_engine.store.models import RulebaseVersion
 

@@ -396,6 +396,19 @@ class WebhookSubscription(Base):
     created_at: Mapped[datetime]
 
 
+class WebhookAllowedHost(Base):
+    """A host an institution's webhooks may call, added by an admin (migration 0004)."""
+
+    __tablename__ = "webhook_allowed_hosts"
+    __table_args__ = (sa.UniqueConstraint("institution_id", "host", name="uq_webhook_allowed_host"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(sa.ForeignKey("institutions.id"), index=True)
+    host: Mapped[str] = mapped_column(sa.String(253))  # lower-case DNS name or IP literal
+    added_by: Mapped[str] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime]
+
+
 class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from audit_engine import audit_log
-from audit_engine.auth import Principal, visible_institution_ids
+from audit_engine.auth import Principal, authorize, visible_institution_ids
 from audit_engine.errors import InvalidRequestError
 from audit_engine.store.db import utcnow
 from audit_engine.store.models import (
@@ -102,7 +102,7 @@ def destroy(
 
     All or nothing: one id not yet due (or not visible) refuses the whole request.
     """
-    principal.require_role("admin")
+    authorize(principal, "retention.destroy")
     if not approval.strip():
         raise InvalidRequestError("Retention", "销毁处方须登记负责人批准（approval）")
     due = {

@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from audit_engine import audit_log
-from audit_engine.auth import Principal, can_see, visible_institution_ids
+from audit_engine.auth import Principal, authorize, can_see, visible_institution_ids
 from audit_engine.errors import (
     AccessDeniedError,
     IntakeError,
@@ -137,6 +137,7 @@ def submit_review(
     An internal failure of the pipeline does not raise: the institution's fail mode decides
     (open → pass, closed → pharmacist) and the review records it.
     """
+    authorize(principal, "review.submit")
     if principal.institution_id is None:
         raise AccessDeniedError(f"Principal/{principal.actor}", "只有机构（HIS）可以提交处方")
     review_fn = review_fn or _default_review_fn()
@@ -603,6 +604,7 @@ def record_feedback(
     explanation: the review becomes ``explained``. ``rule_id``, when given, must be one of
     the review's findings (UnknownRuleError otherwise). CDS cards go through
     :func:`record_card_feedback`."""
+    authorize(principal, "review.answer")
     _check_outcome(outcome, f"Review/{review_id}")
     review = s.get(Review, review_id)
     if review is None or not can_see(s, principal, review.institution_id):
@@ -633,6 +635,7 @@ def record_card_feedback(
     ``card_id`` decides). Raises NotFoundError for a card never issued, or issued to another
     institution, and TransitionError (409) when the card already has the other outcome.
     """
+    authorize(principal, "review.answer")
     _check_outcome(outcome, f"Card/{card_id}")
     card = s.get(CdsCard, card_id)
     if card is None or principal.institution_id is None or card.institution_id != principal.institution_id:

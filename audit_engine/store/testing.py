@@ -291,3 +291,13 @@ def drain_in_process(url: str, now_iso: str) -> tuple[int, int]:
     finally:
         eng.dispose()
     return fired, sent
+
+
+def allow_webhook_host(s: Any, *, institution_id: int, host: str) -> None:
+    """Put ``host`` on an institution's webhook allowlist (what an admin does with
+    ``audit-engine webhook-host add``), without an admin principal."""
+    from audit_engine.store.db import utcnow
+    from audit_engine.store.models import WebhookAllowedHost
+
+    s.add(WebhookAllowedHost(institution_id=institution_id, host=host, added_by="test", created_at=utcnow()))
+    s.flush()

@@ -43,15 +43,21 @@ class World:
 
 
 def seed(url: str) -> tuple[str, str, str]:
+    """LEAD001 (the centre) with members TOWN01 and VIL01; a pharmacist and a quality manager
+    of the centre, an alliance-wide admin, a pharmacist of VIL01; his.example.cn is on
+    TOWN01's webhook allowlist."""
     from audit_engine import auth
+    from audit_engine.store import testing
     from audit_engine.store.db import make_engine, session_scope
 
     db = make_engine(url)
     with session_scope(db) as s:
         _, centre_key = auth.create_institution(s, code="LEAD001", name="县人民医院", level="县级医院", is_centre=True)
-        _, member_key = auth.create_institution(s, code="TOWN01", name="城关镇卫生院", level="乡镇卫生院")
+        town, member_key = auth.create_institution(s, code="TOWN01", name="城关镇卫生院", level="乡镇卫生院")
         _, other_key = auth.create_institution(s, code="VIL01", name="东山村卫生室", level="村卫生室")
+        testing.allow_webhook_host(s, institution_id=town.id, host="his.example.cn")
         auth.create_user(s, username="yaoshi", password="pw-yaoshi-1", role="pharmacist", institution_code="LEAD001")
+        auth.create_user(s, username="yaoshi_cun", password="pw-yaoshi-2", role="pharmacist", institution_code="VIL01")
         auth.create_user(s, username="zhikong", password="pw-zhikong-1", role="quality", institution_code="LEAD001")
         auth.create_user(s, username="guanli", password="pw-guanli-1", role="admin")
     db.dispose()
@@ -71,7 +77,8 @@ def build_world(url: str, tmp_path: Path, *, real_engine: bool = False, **settin
     with TestClient(app) as client:
         tokens = {}
         for role, user, pw in (("pharmacist", "yaoshi", "pw-yaoshi-1"), ("quality", "zhikong", "pw-zhikong-1"),
-                               ("admin", "guanli", "pw-guanli-1")):
+                               ("admin", "guanli", "pw-guanli-1"),
+                               ("member_pharmacist", "yaoshi_cun", "pw-yaoshi-2")):
             r = client.post("/api/v1/auth/token", data={"username": user, "password": pw})
             assert r.status_code == 200, r.text
             tokens[role] = r.json()["access_token"]

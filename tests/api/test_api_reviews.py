@@ -69,12 +69,14 @@ def test_requests_without_valid_credentials_get_401_operation_outcome(world: Wor
     assert w.client.post("/api/v1/queue/claim").status_code == 401
 
 
-def test_an_institution_sees_only_its_own_reviews_and_the_centre_sees_members(world: World) -> None:
+def test_an_institution_sees_only_its_own_reviews_and_the_centre_pharmacists_see_members(world: World) -> None:
     w = world
     rid = w.client.post("/api/v1/reviews", json=load_fixture(SIMVA_CLARI), headers=w.his()).json()["id"]
     assert w.client.get(f"/api/v1/reviews/{rid}", headers=w.his()).status_code == 200
     assert w.client.get(f"/api/v1/reviews/{rid}", headers=w.his(w.other_member_key)).status_code == 404
-    assert w.client.get(f"/api/v1/reviews/{rid}", headers=w.his(w.centre_key)).status_code == 200
+    # The centre's HIS key is one institution's software: it does not see members' prescriptions.
+    assert w.client.get(f"/api/v1/reviews/{rid}", headers=w.his(w.centre_key)).status_code == 404
+    assert w.client.get(f"/api/v1/reviews/{rid}", headers=w.user("pharmacist")).status_code == 200
     assert w.client.get(f"/api/v1/reviews/{rid}", headers=w.user("quality")).status_code == 200
 
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from audit_engine import queue, webhooks
 from audit_engine.errors import TransitionError
 from audit_engine.policy import Policy, set_policy
-from audit_engine.store import reviews
+from audit_engine.store import reviews, testing
 from audit_engine.store.db import session_scope, utcnow
 from audit_engine.store.models import AuditEntry, Task, WebhookDelivery
 from audit_engine.store.testing import FakePipeline, medication_bundle
@@ -111,6 +111,7 @@ def test_pharmacists_claim_only_what_they_may_see(engine, world) -> None:
 
 def test_timeout_pass_fires_once_and_tells_the_his(engine, world) -> None:
     with session_scope(engine) as s:
+        testing.allow_webhook_host(s, institution_id=world.ids["M1"], host="his.example")
         webhooks.create_subscription(s, institution_id=world.ids["M1"], url="https://his.example/hook")
     tid = submit(engine, world.his_m1, "RX-TO")
     with session_scope(engine) as s:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from audit_engine import audit_log, queue, webhooks, worker
 from audit_engine.auth import Principal
-from audit_engine.store import reviews
+from audit_engine.store import reviews, testing
 from audit_engine.store.db import make_engine, session_scope
 from audit_engine.store.models import AuditEntry, Task
 from audit_engine.store.records import FINAL_STATUSES
@@ -45,7 +45,7 @@ def pharmacist(world: World, n: int) -> Principal:
     )
 
 
-def work_the_queue(url: str, who: Principal, his: Principal, claimed: list[str], errors: list[BaseException],
+def work_the_queue(url: str, who: Principal, his: dict[str, Principal], claimed: list[str], errors: list[BaseException],
                    start: threading.Barrier, shared: sa.Engine | None = None) -> None:
     """One pharmacist: claim, decide, and answer returns, until the queue is empty.
 
@@ -68,7 +68,9 @@ def work_the_queue(url: str, who: Principal, his: Principal, claimed: list[str],
                              reason=None if decision == "approve" else "剂量不适宜", now=T0 + timedelta(minutes=2))
             if decision == "return":
                 with session_scope(eng) as s:
-                    queue.doctor_answer(s, task_id=task.id, principal=his, kind="insist", reason="坚持原方",
+                    # Each institution's own HIS answers for its doctors.
+                    queue.doctor_answer(s, task_id=task.id, principal=his[str(task.institution_code)],
+                                        kind="insist", reason="坚持原方",
                                         now=T0 + timedelta(minutes=3))
     except BaseException as exc:
         errors.append(exc)
@@ -83,7 +85,7 @@ def run_claimers(db_url: str, engine: sa.Engine, world: World, *, tasks: int, cl
     errors: list[BaseException] = []
     start = threading.Barrier(claimers)
     threads = [
-        threading.Thread(target=work_the_queue, args=(db_url, pharmacist(world, n), world.his_c1, claimed_by[n], errors,
+        threading.Thread(target=work_the_queue, args=(db_url, pharmacist(world, n), {"C1": world.his_c1, "M1": world.his_m1}, claimed_by[n], errors,
                                                       start, None if db_url.startswith("postgresql") else engine))
         for n in range(claimers)
     ]
@@ -129,7 +131,9 @@ class RecordingSender:
 
 def run_workers(db_url: str, engine: sa.Engine, world: World, *, tasks: int, workers: int) -> None:
     with session_scope(engine) as s:
+        testing.allow_webhook_host(s, institution_id=world.ids["M1"], host="his.m1.example")
         webhooks.create_subscription(s, institution_id=world.ids["M1"], url="https://his.m1.example/hook")
+        testing.allow_webhook_host(s, institution_id=world.ids["C1"], host="his.c1.example")
         webhooks.create_subscription(s, institution_id=world.ids["C1"], url="https://his.c1.example/hook")
     ids = fill_queue(engine, world, tasks)
     sender = RecordingSender()
@@ -205,6 +209,7 @@ def test_worker_processes_on_one_postgres_fire_each_timeout_once(db_url, engine,
     from audit_engine.store.testing import drain_in_process
 
     with session_scope(engine) as s:
+        testing.allow_webhook_host(s, institution_id=world.ids["M1"], host="his.m1.example")
         webhooks.create_subscription(s, institution_id=world.ids["M1"], url="https://his.m1.example/hook")
     ids = fill_queue(engine, world, 120)
     with multiprocessing.get_context("spawn").Pool(3) as pool:

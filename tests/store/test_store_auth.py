@@ -111,17 +111,48 @@ def test_institutions_cannot_get_user_tokens(engine, world) -> None:
         auth.issue_token(s, principal=world.his_m1)
 
 
-def test_visibility_member_own_centre_members_alliance_users_all(engine, world) -> None:
+def test_visibility_his_keys_own_only_centre_users_members_alliance_users_all(engine, world) -> None:
     ids = world.ids
     with session_scope(engine) as s:
         assert auth.visible_institution_ids(s, world.his_m1) == {ids["M1"]}
         assert auth.visible_institution_ids(s, world.ph_m1) == {ids["M1"]}
         assert auth.visible_institution_ids(s, world.ph_c1) == {ids["C1"], ids["M1"]}
-        assert auth.visible_institution_ids(s, world.his_c2) == {ids["C2"], ids["M2"]}
+        # The centre's HIS is one institution's software, whatever that institution's rank.
+        assert auth.visible_institution_ids(s, world.his_c2) == {ids["C2"]}
         assert auth.visible_institution_ids(s, world.quality) is None
+
+
+def test_every_operation_admits_exactly_the_roles_of_the_permission_table(engine, world) -> None:
+    from audit_engine.errors import AccessDeniedError
+
+    for operation, roles in auth.PERMISSIONS.items():
+        for role in (*auth.ROLES, auth.HIS_ROLE):
+            principal = auth.Principal(kind="user", id=1, username="u", roles=frozenset({role}), institution_id=None,
+                                       institution_code=None, institution_level=None, is_centre=False)
+            if role in roles:
+                auth.authorize(principal, operation)
+            else:
+                with pytest.raises(AccessDeniedError):
+                    auth.authorize(principal, operation)
+    # An admin does not act on the queue: deciding is a pharmacist's professional act.
+    assert auth.PERMISSIONS["queue.work"] == {"pharmacist"}
 
 
 def test_development_superuser_is_the_centre_with_every_role(engine, world) -> None:
     with session_scope(engine) as s:
         p = auth.superuser_principal(s)
     assert p.institution_code == "C1" and p.is_centre and {"pharmacist", "admin", "quality", "his"} <= p.roles
+
+
+def test_the_readmes_security_table_is_the_permission_table() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Roles and what each credential may do", 1)[1].split("\n### ", 1)[0]
+    columns = ("his", "pharmacist", "quality", "admin")
+    documented: dict[str, set[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 + len(columns) and cells[0].startswith("`"):
+            documented[cells[0].strip("`")] = {role for role, mark in zip(columns, cells[2:], strict=True) if mark}
+    assert documented == {op: set(roles) for op, roles in auth.PERMISSIONS.items()}

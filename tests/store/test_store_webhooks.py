@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from audit_engine import queue, webhooks
-from audit_engine.store import reviews
+from audit_engine.store import reviews, testing
 from audit_engine.store.db import session_scope, utcnow
 from audit_engine.store.models import WebhookDelivery
 from audit_engine.store.testing import FakePipeline, medication_bundle
@@ -35,6 +35,7 @@ class FakeSender:
 @pytest.fixture
 def subscribed(engine, world):
     with session_scope(engine) as s:
+        testing.allow_webhook_host(s, institution_id=world.ids["M1"], host="his.m1.example")
         sub, secret = webhooks.create_subscription(s, institution_id=world.ids["M1"], url="https://his.m1.example/hook")
     return sub, secret
 
@@ -157,6 +158,7 @@ def test_the_worker_sends_with_no_transaction_open(engine, world, subscribed, db
     def sender(url: str, body: bytes, headers: dict[str, str]) -> int:
         # a review arriving while the HIS is slow to answer must not wait for the webhook
         with session_scope(impatient) as s:
+            testing.allow_webhook_host(s, institution_id=world.ids["M2"], host="his.m2.example")
             webhooks.create_subscription(s, institution_id=world.ids["M2"], url="https://his.m2.example/hook")
         writes.append(headers["X-Audit-Delivery"])
         return 200
