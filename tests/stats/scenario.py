@@ -118,19 +118,29 @@ def run_scenario(engine: sa.Engine, world: World, name: str) -> int:
     scenario = json.loads((SCENARIOS / name).read_text(encoding="utf-8"))
     review_ids: dict[str, str] = {}
     his: dict[str, Any] = {}
+    sent: dict[str, dict[str, Any]] = {}
+    payloads: dict[str, dict[str, Any]] = {}
     checks = 0
     for n, step in enumerate(scenario["steps"]):
         where = f"{name} step {n}"
-        if "rx" in step:
-            principal = world.principals[f"his_{step['institution'].lower()}"]
+        if "rx" in step or "resend" in step:
+            replay = "resend" in step  # the HIS sends the very same prescription again
+            first = sent[step["resend"]] if replay else step
+            payload = payloads[first["rx"]] if replay else bundle_of(step)
+            principal = world.principals[f"his_{first['institution'].lower()}"]
             with session_scope(engine) as s:
                 rec = reviews.submit_review(
-                    s, principal=principal, payload=bundle_of(step), kind="bundle", engine=None,
+                    s, principal=principal, payload=payload, kind="bundle", engine=None,
                     review_fn=ScenarioPipeline(), now=_at(step["at"]),
                     replaces_review_id=review_ids[step["replaces"]] if step.get("replaces") else None,
                 )
             if "verdict" in step:
                 assert rec.verdict == step["verdict"], where
+            assert bool(rec.replayed) == replay, where
+            if replay:
+                assert rec.id == review_ids[first["rx"]], where
+                continue
+            sent[step["rx"]], payloads[step["rx"]] = step, payload
             review_ids[step["rx"]] = rec.id
             his[step["rx"]] = principal
         elif "decide" in step:
