@@ -330,9 +330,6 @@ def prescriber_labels(s: Session, scope: Scope) -> dict[tuple[int, str | None], 
 
 
 def drug_labels(s: Session, scope: Scope) -> dict[str, str]:
-    q = (
-        sa.select(_drug_key().label("k"), sa.func.max(ITEMS.c.drug_name))
-        .where(*_flt(ITEMS, scope))
-        .group_by(_drug_key())
-    )
+    sub = sa.select(_drug_key().label("k"), ITEMS.c.drug_name).where(*_flt(ITEMS, scope)).subquery()
+    q = sa.select(sub.c.k, sa.func.max(sub.c.drug_name)).group_by(sub.c.k)
     return {str(r[0]): str(r[1] or "未识别药品") for r in s.execute(q)}
