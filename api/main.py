@@ -45,6 +45,7 @@ TAGS = [
     {"name": "queue", "description": "药师复核队列与任务"},
     {"name": "subscriptions", "description": "webhook 订阅：药师决定后回调 HIS（HMAC-SHA256 签名）"},
     {"name": "rulebase", "description": "规则库版本管理（管理员）"},
+    {"name": "stats", "description": "质控统计：指标、同质化、规则审计、用药监测、培训指导与报表（quality、admin）"},
 ]
 
 
@@ -84,9 +85,9 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
-    from api.routes import auth, cds_hooks, health, pages, queue, reviews, rulebase, subscriptions
+    from api.routes import auth, cds_hooks, health, pages, queue, reviews, rulebase, stats, subscriptions
 
-    for router_module in (health, auth, cds_hooks, reviews, queue, subscriptions, rulebase, pages):
+    for router_module in (health, auth, cds_hooks, reviews, queue, subscriptions, rulebase, stats, pages):
         app.include_router(router_module.router)
     static = Path(__file__).parent / "static"
     if static.is_dir():

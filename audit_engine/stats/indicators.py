@@ -163,3 +163,32 @@ def rule_rows(s: Session, scope: q.Scope) -> list[dict[str, Any]]:
     ]
     rows.sort(key=lambda r: (-r["indicators"]["hits"]["numerator"], r["key"]))
     return rows
+
+
+def spread_by_month(
+    s: Session, *, principal: Principal, period: Period, visit_type: str | None = None,
+) -> dict[str, Any]:
+    """同质化 month by month: per month, each indicator's spread across the alliance's members,
+    and the values of the members the caller may see (beside the alliance median)."""
+    check_visit_type(visit_type)
+    visible = visible_institution_ids(s, principal)
+    alliance = alliance_ids(s, principal)
+    per = q.count_slices(s, q.Scope(period, alliance, visit_type), ["month", "institution"])
+    names = q.institution_names(s, {k[1] for k in per})
+    months: dict[str, dict[q.Key, q.Counts]] = {}
+    for (month, iid), c in per.items():
+        months.setdefault(month, {})[(iid,)] = c
+    out = []
+    for month in period.months:
+        counts = months.get(month, {})
+        members = {
+            names[k[0]][0]: {code: v["value"] for code, v in q.values_of(c).items() if code in SPREAD_CODES}
+            for k, c in counts.items() if visible is None or k[0] in visible
+        }
+        out.append({
+            "month": month,
+            "spread": spread_for(s, period, alliance, visit_type, visible, per_institution=counts),
+            "members": dict(sorted(members.items())),
+            "member_names": {names[k[0]][0]: names[k[0]][1] for k in counts if visible is None or k[0] in visible},
+        })
+    return {"from": period.start.isoformat(), "to": period.end.isoformat(), "type": visit_type, "months": out}

@@ -99,6 +99,8 @@ def _group_columns(group_by: Sequence[str]) -> list[sa.ColumnElement[Any]]:
             cols += [RS.c.institution_id, RS.c.prescriber_code]
         elif g == "month":
             cols.append(RS.c.local_month)
+        elif g == "visit_type":
+            cols.append(RS.c.visit_type)
         else:
             raise ValueError(f"not a review-level grouping: {g}")
     return cols
