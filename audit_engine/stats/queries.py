@@ -301,11 +301,10 @@ def rule_values(rc: RuleCounts, prescriptions: int) -> dict[str, dict[str, Any]]
 
 
 def rule_titles(s: Session, rule_ids: Iterable[str]) -> dict[str, str]:
-    """The title of each rule as its latest finding states it."""
+    """The title of each rule as one of its findings states it (one index probe per rule)."""
     out: dict[str, str] = {}
     for rule in sorted(set(rule_ids)):
-        title = s.scalar(sa.select(FINDINGS.c.title).where(FINDINGS.c.rule_id == rule)
-                         .order_by(FINDINGS.c.id.desc()).limit(1))
+        title = s.scalar(sa.select(FINDINGS.c.title).where(FINDINGS.c.rule_id == rule).limit(1))
         if title:
             out[rule] = str(title)
     return out
