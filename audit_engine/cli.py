@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     ua.add_argument("username")
     ua.add_argument("--role", required=True, choices=["pharmacist", "quality", "admin"])
     ua.add_argument("--institution", default=None)
+
+    from audit_engine.stats.report_cli import add_parser as add_report_parser
+
+    add_report_parser(sub)
     return p
 
 
@@ -69,6 +73,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from audit_engine import review
 
         return review.cmd_review(args.file, rulebase=args.rulebase)
+    if args.command == "report":
+        from audit_engine.stats.report_cli import cmd_report
+
+        return cmd_report(args)
     from api import server
 
     if args.command == "serve":
