@@ -117,12 +117,18 @@ def run_scenario(engine: sa.Engine, world: World, name: str, *, checks_too: bool
     """Play a scenario file; returns how many checks it made (a scenario must make some).
     ``checks_too=False`` only loads its data (to combine several scenarios)."""
     scenario = json.loads((SCENARIOS / name).read_text(encoding="utf-8"))
+    return run_steps(engine, world, scenario["steps"], name=name, checks_too=checks_too)
+
+
+def run_steps(engine: sa.Engine, world: World, steps: list[dict[str, Any]], *, name: str = "steps",
+              checks_too: bool = True) -> int:
+    """Play steps (see the module docstring); returns how many checks were made."""
     review_ids: dict[str, str] = {}
     his: dict[str, Any] = {}
     sent: dict[str, dict[str, Any]] = {}
     payloads: dict[str, dict[str, Any]] = {}
     checks = 0
-    for n, step in enumerate(scenario["steps"]):
+    for n, step in enumerate(steps):
         where = f"{name} step {n}"
         if "rx" in step or "resend" in step:
             replay = "resend" in step  # the HIS sends the very same prescription again
