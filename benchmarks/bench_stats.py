@@ -307,7 +307,7 @@ def load(url: str, n: int, institutions: int, months: int, seed: int, chunk: int
         el = time.perf_counter() - t0
         print(f"  loaded {done:>9,} reviews  {el:7.1f} s  ({done / el:,.0f}/s)", flush=True)
     with db.begin() as c:
-        c.exec_driver_sql("ANALYZE" if postgres else "ANALYZE")
+        c.exec_driver_sql("ANALYZE")
     db.dispose()
     return time.perf_counter() - t0
 

@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -100,7 +100,7 @@ def _templates(s: Session) -> dict[str, list[Template]]:
         cols = {c.name: getattr(review, c.key) for c in Review.__table__.columns}
         items = (review.facts or {}).get("items") or []
         anti = any(i.get("antimicrobial_grade") for i in items if isinstance(i, dict))
-        out.setdefault(level, []).append(Template(cols, raw, identifier, findings.get(review.id, []), anti))
+        out.setdefault(level, []).append(Template(cols, raw, identifier or "", findings.get(review.id, []), anti))
     return out
 
 
@@ -314,7 +314,7 @@ class _Writer:
                              ("tasks", Task), ("feedback", Feedback)):
             batch = [{k: v for k, v in r.items() if not k.startswith("_")} for r in self.rows[table]]
             if batch:
-                s.execute(model.__table__.insert(), batch)
+                s.execute(cast(sa.Table, model.__table__).insert(), batch)
         insert_stat_rows(s, self.stats)
         self.audit.sort(key=lambda e: e.at or datetime.min)
         for start in range(0, len(self.audit), 4000):  # the SQLite sealer chains up to 5000 at a time

@@ -142,9 +142,9 @@ def _rows(s: Session, scope: q.Scope, group_by: str, per_institution: dict[q.Key
         for (month,), c in counts.items():
             rows.append({"key": month, "label": month, "indicators": q.values_of(c)})
     else:  # drug
-        labels = q.drug_labels(s, scope)
+        drugs = q.drug_labels(s, scope)
         for (drug,), c in counts.items():
-            rows.append({"key": drug, "label": labels.get(drug, drug), "indicators": q.values_of(c)})
+            rows.append({"key": drug, "label": drugs.get(drug, drug), "indicators": q.values_of(c)})
     if group_by == "drug":
         rows.sort(key=lambda r: (-r["indicators"]["prescriptions"]["numerator"], r["key"]))
     else:

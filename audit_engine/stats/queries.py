@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -33,14 +33,14 @@ GROUP_BYS: tuple[str, ...] = ("institution", "department", "prescriber", "rule",
 PHARMACIST_DECISIONS = ("approve", "reject", "return")
 INTERVENTIONS = ("reject", "return")
 
-RS = ReviewStat.__table__
-ITEMS = ReviewStatItem.__table__
-RULES = ReviewStatRule.__table__
-TASKS = Task.__table__
-FEEDBACK = Feedback.__table__
-REVIEWS = Review.__table__
-FINDINGS = FindingRow.__table__
-INSTITUTIONS = Institution.__table__
+RS = cast(sa.Table, ReviewStat.__table__)
+ITEMS = cast(sa.Table, ReviewStatItem.__table__)
+RULES = cast(sa.Table, ReviewStatRule.__table__)
+TASKS = cast(sa.Table, Task.__table__)
+FEEDBACK = cast(sa.Table, Feedback.__table__)
+REVIEWS = cast(sa.Table, Review.__table__)
+FINDINGS = cast(sa.Table, FindingRow.__table__)
+INSTITUTIONS = cast(sa.Table, Institution.__table__)
 
 Key = tuple[Any, ...]
 
@@ -121,7 +121,7 @@ def count_slices(s: Session, scope: Scope, group_by: Sequence[str]) -> dict[Key,
             .distinct()
             .subquery()
         )
-        base = RS.join(per_drug, per_drug.c.review_id == RS.c.review_id)
+        base: sa.FromClause = RS.join(per_drug, per_drug.c.review_id == RS.c.review_id)
         keys: list[sa.ColumnElement[Any]] = [per_drug.c.drug]
     else:
         base = RS

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -39,9 +39,9 @@ INJECTION_ROUTES = frozenset({"静滴", "静注", "肌注", "皮下"})
 IV_ROUTES = frozenset({"静滴", "静注"})
 VISIT_TYPES = ("门诊", "急诊")
 
-_INSERT_STAT = ReviewStat.__table__.insert()
-_INSERT_ITEMS = ReviewStatItem.__table__.insert()
-_INSERT_RULES = ReviewStatRule.__table__.insert()
+_INSERT_STAT = cast(sa.Table, ReviewStat.__table__).insert()
+_INSERT_ITEMS = cast(sa.Table, ReviewStatItem.__table__).insert()
+_INSERT_RULES = cast(sa.Table, ReviewStatRule.__table__).insert()
 
 
 def _is_systemic_steroid(item: Mapping[str, Any]) -> bool:
