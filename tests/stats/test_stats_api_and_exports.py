@@ -126,7 +126,7 @@ def test_the_api_xlsx_csv_and_measure_report_give_the_same_numbers(client: TestC
     detail = list(wb["指标明细"].iter_rows(min_row=2, values_only=True))
     from_xlsx = {(d[2], d[3], d[5]): (_num(d[7]), _num(d[8]), _num(d[9])) for d in detail}
     assert from_xlsx == norm
-    definitions = {row[0]: row for row in wb["指标定义"].iter_rows(min_row=2, values_only=True) if row[0]}
+    definitions = {row[0]: row for row in wb["指标定义"].iter_rows(min_row=2, values_only=True) if row and row[0]}
     assert "本医共体口径" in definitions["flag_rate"][6] and "WHO" in definitions["antimicrobial_rate"][6]
     assert all(definitions[c][3] and definitions[c][4] for c in SLICE_CODES)
 
