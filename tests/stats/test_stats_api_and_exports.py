@@ -179,3 +179,14 @@ def test_spread_monitoring_and_prescriber_feedback_answer(client: TestClient) ->
     (zhao,) = [p for p in fb["prescribers"] if p["prescriber"] == "D101"]
     assert zhao["name"] == "赵明" and zhao["alliance_flag_rate"]["denominator"] == 34
     assert len(zhao["problems"]) == 3 and all(p["example_review_id"] for p in zhao["problems"])
+
+
+def test_the_openapi_description_documents_every_statistics_route_with_its_answers(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path in ("indicators", "report", "spread", "rules", "monitoring", "prescribers", "definitions"):
+        op = spec["paths"][f"/api/v1/stats/{path}"]["get"]
+        assert {"200", "401", "403"} <= set(op["responses"]), path
+        if path != "report":
+            assert "$ref" in json.dumps(op["responses"]["200"]["content"]["application/json"]["schema"]), path
+    example = spec["components"]["schemas"]["IndicatorsOut"]["examples"][0]
+    assert example["rows"][0]["indicators"]["flag_rate"] == {"numerator": 3, "denominator": 40, "value": 0.075}
