@@ -12,7 +12,8 @@ Rows are bulk-loaded (COPY on PostgreSQL, executemany in large transactions on S
 the shape real reviews record: a prescription, a review, its findings, its statistics rows
 (``audit_engine.stats.recording.stat_rows`` itself computes them, from facts shaped as the
 pipeline writes them), a task for each ``recheck`` with the pharmacist's decision, the
-doctor's answer after a return, and CDS feedback on ``explain`` reviews. Distributions:
+doctor's answer after a return, and CDS feedback on ``explain`` reviews, in time order (as
+reviews arrive: a month's rows lie together on disk). Distributions:
 volumes by level (county hospital ≫ township ≫ village), 门诊 85% / 急诊 15%, verdicts
 pass 68% / explain 15% / recheck 13% / block 4%, 1–6 items (mean ≈ 2.4), rule hits Zipf-like
 over 150 rules, decisions approve 70% / reject 8% / return 15% / timeout 7%, returns answered
@@ -86,8 +87,11 @@ def _institutions(n: int) -> list[tuple[str, str, str, bool]]:
 class Generator:
     """Deterministic rows of one review at a time (``random.Random(seed)``)."""
 
-    def __init__(self, seed: int, institution_ids: list[int], levels: list[str], months: int) -> None:
+    def __init__(self, seed: int, institution_ids: list[int], levels: list[str], months: int, total: int) -> None:
         self.r = random.Random(seed)
+        self.total = total
+        self.serial = 0
+        self.days = (date(YEAR + (months // 12), months % 12 + 1, 1) - date(YEAR, 1, 1)).days if months < 12 else 365
         self.ids = institution_ids
         weights = [LEVEL_WEIGHTS[lv] for lv in levels]
         self.cum = list(_cumsum(weights))
@@ -101,9 +105,10 @@ class Generator:
     def review(self) -> dict[str, Any]:
         r = self.r
         inst = self.ids[_pick(self.cum, r.random() * self.cum[-1])]
-        month = r.randrange(self.months) + 1
-        day = r.randint(1, 28)
-        created = datetime(YEAR, month, day, r.randint(0, 11), r.randint(0, 59), r.randint(0, 59))
+        # Reviews arrive in time order, as they do in production (a month's rows lie together on disk).
+        day = date(YEAR, 1, 1) + timedelta(days=self.serial * self.days // self.total)
+        self.serial += 1
+        created = datetime(day.year, day.month, day.day, r.randint(0, 11), r.randint(0, 59), r.randint(0, 59))
         emergency = r.random() < 0.15
         n_items = min(6, 1 + int(r.expovariate(1 / 1.4)))
         anti_p = 0.45 if inst == self.outlier else 0.12
@@ -270,7 +275,7 @@ def load(url: str, n: int, institutions: int, months: int, seed: int, chunk: int
         ids = [row[0] for row in c.execute(sa.text("SELECT id FROM institutions ORDER BY id"))]
         lead = ids[0]
         c.execute(sa.text("UPDATE institutions SET centre_id = :lead WHERE id <> :lead"), {"lead": lead})
-    g = Generator(seed, ids, [lv for _, _, lv, _ in insts], months)
+    g = Generator(seed, ids, [lv for _, _, lv, _ in insts], months, n)
     postgres = db.dialect.name == "postgresql"
     done = 0
     while done < n:

@@ -165,13 +165,15 @@ def count_slices(s: Session, scope: Scope, group_by: Sequence[str]) -> dict[Key,
             c.n[name] = int(value or 0)
         out[tuple(row[:nkeys])] = c
 
-    # Explained: verdict explain and the doctor answered (overridden feedback, or the review
-    # marked explained) — feedback may come any time later.
+    # Explained: verdict explain and the doctor answered — CDS feedback ``overridden``; the
+    # native ``POST /reviews/{id}/explanation`` is recorded as exactly that feedback
+    # (store.reviews.record_feedback), so no join with the wide reviews table is needed.
+    # The feedback may come any time later.
     overridden = sa.exists().where(FEEDBACK.c.review_id == RS.c.review_id, FEEDBACK.c.outcome == "overridden")
     q2 = (
         sa.select(*keys, sa.func.count().label("n"))
-        .select_from(base.join(REVIEWS, REVIEWS.c.id == RS.c.review_id))
-        .where(*conds, RS.c.verdict == "explain", sa.or_(REVIEWS.c.outcome == "explained", overridden))
+        .select_from(base)
+        .where(*conds, RS.c.verdict == "explain", overridden)
         .group_by(*keys)
     )
     for row in s.execute(q2):
