@@ -75,10 +75,16 @@ def report_data(s: Session, *, principal: Principal, period: Period, institution
     alliance = alliance_ids(s, principal)
     scopes: dict[str, ScopeFigures] = {}
     codes: dict[str, str] = {}
-    spread: dict[str, Any] = {}
+    # One pass grouped by (institution, 门诊/急诊) gives all three scopes: 合计 adds both (and the
+    # reviews whose type is unknown), 门诊 and 急诊 take their own — as the type filter does.
+    per = q.count_slices(s, q.Scope(period, alliance, None), ["institution", "visit_type"])
+    names = q.institution_names(s, {k[0] for k in per})
+    per_total: dict[q.Key, q.Counts] = {}
     for label, vt in SCOPES:
-        per_alliance = q.count_slices(s, q.Scope(period, alliance, vt), ["institution"])
-        names = q.institution_names(s, [k[0] for k in per_alliance])
+        per_alliance: dict[q.Key, q.Counts] = {}
+        for (iid, v), c in per.items():
+            if vt is None or v == vt:
+                per_alliance.setdefault((iid,), q.Counts()).add(c)
         fig = ScopeFigures(alliance=q.values_of(q.total(per_alliance.values())))
         for (iid,), c in per_alliance.items():
             if ids is None or iid in ids:
@@ -87,7 +93,8 @@ def report_data(s: Session, *, principal: Principal, period: Period, institution
                 codes[code] = name
         scopes[label] = fig
         if vt is None:
-            spread = spread_for(s, period, alliance, None, visible, per_institution=per_alliance)
+            per_total = per_alliance
+    spread = spread_for(s, period, alliance, None, visible, per_institution=per_total)
     rules = rule_rows(s, q.Scope(period, ids, None))
     monitoring = None
     is_month = period.start.day == 1 and len(period.months) == 1
