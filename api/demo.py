@@ -137,6 +137,9 @@ def load_demo(url: str, *, out: TextIO = sys.stdout, engine: Any = None) -> dict
         else:
             _say(out, "演示数据已存在：未新建机构、用户或密钥（密钥只在首次创建时显示）。")
         summary["reviews"] = _review_day(db, out, engine)
+        from audit_engine.stats.demo_history import load_history
+
+        summary["history"] = load_history(url, out=out)  # months of history for the statistics (issue 12)
     finally:
         db.dispose()
     return summary

@@ -54,6 +54,7 @@ TAGS = [
     {"name": "subscriptions", "description": "webhook 订阅：药师决定后回调 HIS（HMAC-SHA256 签名）"},
     {"name": "rulebase", "description": "规则库版本管理（管理员）"},
     {"name": "admin", "description": "管理员：机构的 webhook 回调主机白名单"},
+    {"name": "stats", "description": "质控统计：指标、同质化、规则审计、用药监测、培训指导与报表（quality、admin）"},
 ]
 
 
@@ -103,11 +104,12 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
         queue,
         reviews,
         rulebase,
+        stats,
         subscriptions,
         webhook_hosts,
     )
 
-    for router_module in (health, auth, cds_hooks, reviews, queue, subscriptions, webhook_hosts, rulebase, pages):
+    for router_module in (health, auth, cds_hooks, reviews, queue, subscriptions, webhook_hosts, rulebase, stats, pages):
         app.include_router(router_module.router)
     install_openapi(app)
     static = Path(__file__).parent / "static"

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     wh.add_argument("action", choices=["add", "remove", "list"])
     wh.add_argument("code", help="institution code")
     wh.add_argument("host", nargs="?", default=None, help="host name or IP address (add, remove)")
+    from audit_engine.stats.report_cli import add_parser as add_report_parser
+
+    add_report_parser(sub)
     return p
 
 
@@ -86,6 +89,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from audit_engine.webhook_hosts_cli import cmd_webhook_host
 
         return cmd_webhook_host(args.action, args.code, args.host)
+    if args.command == "report":
+        from audit_engine.stats.report_cli import cmd_report
+
+        return cmd_report(args)
     from api import server
 
     if args.command == "serve":

@@ -323,6 +323,21 @@ def _prescriber_entries(intake: Intake) -> tuple[ResourceEntry | None, ResourceE
     return prac, role
 
 
+def practitioner_identity(prac: Any) -> dict[str, str]:
+    """{code, name} of the prescriber for statistics: the first identifier value (else the
+    resource id) and the name's text (else family + given, written together as Chinese names are)."""
+    out: dict[str, str] = {}
+    code = next((i.value for i in prac.identifier or [] if i.value), None) or prac.id
+    if code:
+        out["code"] = str(code)[:200]
+    for name in prac.name or []:
+        text = name.text or (str(name.family or "") + "".join(str(g) for g in name.given or []))
+        if text:
+            out["name"] = str(text)[:200]
+            break
+    return out
+
+
 def _prescriber(intake: Intake, facts: PrescriptionFacts) -> ResourceEntry | None:
     prac, role = _prescriber_entries(intake)
     texts: list[str] = []
@@ -335,6 +350,8 @@ def _prescriber(intake: Intake, facts: PrescriptionFacts) -> ResourceEntry | Non
     if role is not None:
         for concept in role.resource.code or []:
             texts.extend(_texts(concept))
+    if prac is not None:
+        facts.identity = practitioner_identity(prac.resource)
     title = _title(texts)
     if title is not None:
         facts.prescriber["title"] = title

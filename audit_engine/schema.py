@@ -202,3 +202,5 @@ class PrescriptionFacts:
     issues: list[FactIssue] = field(default_factory=list)
     context_items: list[dict[str, Any]] = field(default_factory=list)
     prescription_id: str | None = None
+    # Who wrote it, for statistics (prescriber ``code`` and ``name``); rules do not read it.
+    identity: dict[str, str] = field(default_factory=dict)

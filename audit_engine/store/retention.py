@@ -134,7 +134,10 @@ def destroy(
         .values(next_review_id=None)
         .execution_options(synchronize_session=False)
     )
-    for model in (WebhookDelivery, Feedback, CdsCard, FindingRow, Task):
+    from audit_engine.store.stats_models import ReviewStat, ReviewStatItem, ReviewStatRule
+
+    # The statistics rows recorded from the prescription go with it (issue 12).
+    for model in (WebhookDelivery, Feedback, CdsCard, FindingRow, Task, ReviewStatRule, ReviewStatItem, ReviewStat):
         s.execute(sa.delete(model).where(model.review_id.in_(review_ids)))
     s.execute(sa.delete(Review).where(Review.id.in_(review_ids)))
     s.execute(sa.delete(Prescription).where(Prescription.id.in_(prescription_ids)))

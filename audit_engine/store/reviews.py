@@ -44,6 +44,7 @@ from audit_engine.errors import (
 from audit_engine.findings import Finding
 from audit_engine.intake.content import content_hash
 from audit_engine.policy import decide_verdict, failure_verdict, policy_for
+from audit_engine.stats.recording import record_review_statistics
 from audit_engine.store.db import utcnow
 from audit_engine.store.models import (
     CdsCard,
@@ -266,6 +267,7 @@ def submit_review(
                 for n, f in enumerate(findings)
             ],
         )
+    record_review_statistics(s, review_row=review_row, findings=findings, payload=payload)
     task: Task | None = None
     if verdict == "recheck":
         task_row: dict[str, Any] = {

@@ -150,6 +150,7 @@ def plain(url: str) -> Callable[[World], Request]:
 
 
 PUBLIC = (200,) * 8
+STATS = (401, 401, 403, 403, 403, 403, 200, 200)
 BAD_RULES = {"json": {"files": {"main.rules": "这不是一条规则"}}}
 
 #                                                                          anon bad own centre ph_c ph_m qual admin
@@ -213,6 +214,15 @@ TABLE: dict[tuple[str, str], Row] = {
         plain("/api/v1/rulebases/nosuchversion/dry-run"), (401, 401, 403, 403, 403, 403, 403, 404)),
     ("POST", "/api/v1/rulebases/{version}/activate"): Row(
         plain("/api/v1/rulebases/nosuchversion/activate"), (401, 401, 403, 403, 403, 403, 403, 404)),
+    # Statistics: quality managers and admins; a quality manager of the centre sees its members.
+    ("GET", "/api/v1/stats/indicators"): Row(
+        plain("/api/v1/stats/indicators?from=2026-11-01&to=2026-11-30"), STATS),
+    ("GET", "/api/v1/stats/report"): Row(plain("/api/v1/stats/report?month=2026-11&format=csv"), STATS),
+    ("GET", "/api/v1/stats/spread"): Row(plain("/api/v1/stats/spread?from=2026-11-01&to=2026-11-30"), STATS),
+    ("GET", "/api/v1/stats/rules"): Row(plain("/api/v1/stats/rules?from=2026-11-01&to=2026-11-30"), STATS),
+    ("GET", "/api/v1/stats/monitoring"): Row(plain("/api/v1/stats/monitoring?month=2026-11"), STATS),
+    ("GET", "/api/v1/stats/prescribers"): Row(plain("/api/v1/stats/prescribers?month=2026-11"), STATS),
+    ("GET", "/api/v1/stats/definitions"): Row(plain("/api/v1/stats/definitions"), STATS),
     ("POST", "/api/v1/rulebases/rollback"): Row(
         plain("/api/v1/rulebases/rollback"), (401, 401, 403, 403, 403, 403, 403, 409)),
 }
