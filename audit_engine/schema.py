@@ -41,6 +41,7 @@ ANTIMICROBIAL_GRADES = ("非限制使用级", "限制使用级", "特殊使用�
 CONTROL_CLASSES = ("麻醉", "精一", "精二", "毒性", "放射")
 POPULATIONS = ("新生儿", "婴儿", "幼儿", "儿童", "青少年", "成人", "老年")
 SEXES = ("男", "女", "未知")
+FORM_CLASSES = ("注射剂", "缓控释制剂", "其他剂型")
 ROUTES = ("口服", "静滴", "静注", "肌注", "皮下", "外用", "吸入", "舌下", "直肠", "滴眼", "滴鼻", "含服", "煎服", "其他")
 
 
@@ -141,6 +142,11 @@ FIELDS: tuple[Field, ...] = (
     _f("item", "herbal", "饮片", "bool", "A decoction piece (中药饮片)."),
     _f("item", "tcm_patent", "中成药", "bool", "A Chinese patent medicine."),
     _f("item", "sustained_release", "缓控释", "bool", "Controlled or sustained release form."),
+    _f("item", "form_class", "剂型分类", "enum",
+       "Form class of 《处方管理办法》 第二十三条: 注射剂, 缓控释制剂 (incl. transdermal patches) or 其他剂型; "
+       "read from Medication.form, the drug's name text, a product code, the route, or the dictionary when all "
+       "its forms agree; absent when it cannot be determined.",
+       values=FORM_CLASSES),
     _f("item", "overdose_reason", "超量理由", "bool", "The prescriber stated a reason for exceeding the usual dose."),
     _f("item", "route_stated", "途径已写", "bool",
        "The order itself states a route (False when the route was filled in from the dictionary's default)."),

@@ -136,6 +136,12 @@ class Drug:
         flags = {any(w in f for w in SUSTAINED_FORMS) for f in self.forms}
         return flags.pop() if len(flags) == 1 else None
 
+    @property
+    def form_class(self) -> str | None:
+        """The 《处方管理办法》 form class (``schema.FORM_CLASSES``) when every form agrees, else None."""
+        classes = {form_class(f) for f in self.forms}
+        return classes.pop() if len(classes) == 1 else None
+
     def item_fields(self) -> dict[str, Any]:
         """The schema.py item fields the dictionary knows; a key is absent when unknown.
 
@@ -154,7 +160,7 @@ class Drug:
         }
         optional = {"atc": self.atc, "route": self.route, "antimicrobial_grade": self.antimicrobial_grade,
                     "control": self.control, "injection": self.injection,
-                    "sustained_release": self.sustained_release,
+                    "sustained_release": self.sustained_release, "form_class": self.form_class,
                     "form": self.forms[0] if len(self.forms) == 1 else None}
         out.update({k: v for k, v in optional.items() if v is not None})
         return out
@@ -204,6 +210,39 @@ FORM_ROUTES: tuple[tuple[str, str], ...] = (
     ("胶囊", "口服"), ("颗粒", "口服"), ("口服", "口服"), ("散", "口服"), ("丸", "口服"), ("糖浆", "口服"),
     ("混悬", "口服"),
 )
+
+
+# Words that say a form is injectable / controlled or sustained release / anything else, as HIS
+# write them in Chinese names, Medication.form texts and dose-form code displays (EDQM, SNOMED CT,
+# RxNorm dose forms). A transdermal patch releases its drug over days: 芬太尼透皮贴剂 and
+# 丁丙诺啡透皮贴剂 are controlled-release systems (their labels), so 贴剂 counts as 缓控释制剂.
+_INJECTION_WORDS = ("注射", "输液", "针剂", "粉针", "inject", "infusion", "parenteral")
+_SUSTAINED_WORDS = ("缓释", "控释", "贴剂", "透皮", "extended release", "extended-release", "prolonged release",
+                    "prolonged-release", "modified release", "modified-release", "controlled release",
+                    "controlled-release", "sustained release", "sustained-release", "transdermal", "patch",
+                    "24 hr", "12 hr")
+_SUSTAINED_TOKENS = re.compile(r"\b(?:er|xr|sr|cr|xl|mr|la|cd)\b")
+_OTHER_WORDS = ("即释", "普通片", "片", "胶囊", "颗粒", "口服液", "口服溶液", "溶液", "糖浆", "混悬", "栓", "散", "丸",
+                "滴剂", "喷雾", "气雾", "吸入", "乳膏", "软膏", "凝胶", "immediate release", "immediate-release",
+                "tablet", "capsule", "oral solution", "solution", "syrup", "suspension", "suppositor", "granule",
+                "sublingual", "lozenge", "spray", "drops")
+
+
+def form_class(text: str | None) -> str | None:
+    """The form class a form text names (片 / 即释片 → 其他剂型, 缓释片 / 控释片 / 贴剂 → 缓控释制剂,
+    注射液 / 注射用无菌粉末 → 注射剂; English dose-form displays likewise), or None when no form word."""
+    if not text:
+        return None
+    t = text.strip().lower()
+    if any(w in t for w in _INJECTION_WORDS):
+        return "注射剂"
+    if "即释" in t or "immediate" in t:
+        return "其他剂型"
+    if any(w in t for w in _SUSTAINED_WORDS) or _SUSTAINED_TOKENS.search(t):
+        return "缓控释制剂"
+    if any(w in t for w in _OTHER_WORDS):
+        return "其他剂型"
+    return None
 
 
 def route_for_form(form: str, default: str | None) -> str | None:
