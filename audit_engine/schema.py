@@ -88,6 +88,15 @@ FIELDS: tuple[Field, ...] = (
     _f("patient", "egfr", "eGFR", "quantity",
        "Latest eGFR, observed or computed (CKD-EPI 2021 adults, bedside Schwartz children).",
        unit="mL/min/1.73m²"),
+    _f("patient", "crcl", "肌酐清除率", "quantity",
+       "Creatinine clearance (Cockcroft–Gault from age, weight, sex and serum creatinine; or an observed "
+       "clearance, LOINC 2164-2).", unit="mL/min"),
+    _f("patient", "renal_bands", "肾功能分段", "textset",
+       "Renal dose bands the patient falls in: eGFR<N and CrCl<N for the cut points of "
+       "audit_engine.clinical.RENAL_CUTS (CrCl from the eGFR when no clearance can be computed)."),
+    _f("patient", "renal_basis", "肾功能估算", "text",
+       "Which kidney estimates were used, in Chinese, for findings (CrCl Cockcroft–Gault / eGFR CKD-EPI 2021 "
+       "or observed, and whether the eGFR stood in for the CrCl)."),
     _f("patient", "hepatic_impairment", "肝功能不全", "bool", "Hepatic impairment from Conditions."),
     _f("patient", "allergies", "过敏", "textset",
        "Allergy substances resolved to ingredient names and drug classes (Chinese canonical names)."),
@@ -179,7 +188,8 @@ class FactIssue:
     """Something the normaliser could not establish; it sends the review to a pharmacist.
 
     ``code`` is one of UNKNOWN_DRUG, DOSE_UNPARSEABLE, FREQUENCY_UNPARSEABLE,
-    UNIT_CONFLICT, DOSE_MISSING, ROUTE_UNKNOWN; ``item`` is the item id or None; ``where``
+    UNIT_CONFLICT, DOSE_MISSING, ROUTE_UNKNOWN, ALLERGY_UNMAPPED (an allergy that maps to no drug
+    or class); ``item`` is the item id or None; ``where``
     is a FHIRPath to the element; ``message`` is Chinese text for the pharmacist.
     """
 

@@ -3,6 +3,7 @@
 Data lives in ``rulebase/tables`` (layout documented in ``rulebase/tables/SOURCES.md``):
 
 * ``drugs.csv`` - one row per canonical drug (western drugs, 中成药 and 饮片);
+* ``allergens.csv`` - drug allergens as HIS write them (``audit_engine.knowledge.allergens``);
 * ``codes.csv`` - (system, code) -> drug id for ATC products, national insurance codes,
   per-institution local codes and RxNorm product codes; a row may pin the product's form and
   strength, so ``2 片`` of "Simvastatin 20 MG Oral Tablet" converts to 40 mg.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from audit_engine import units
+from audit_engine.knowledge.allergens import AllergenIndex, build_allergens
 from audit_engine.knowledge.csvio import Collector, Row, did_you_mean, read_rows
 from audit_engine.schema import ANTIMICROBIAL_GRADES, CONTROL_CLASSES, ROUTES
 
@@ -265,8 +267,10 @@ class DrugDictionary:
     """Fast lookups from codes and names to canonical drugs (all dicts built at load)."""
 
     def __init__(self, drugs: Iterable[Drug], codes: dict[tuple[str, str], Drug],
-                 local: dict[tuple[str, str], Drug]) -> None:
+                 local: dict[tuple[str, str], Drug], allergens: AllergenIndex | None = None) -> None:
         self._drugs: dict[str, Drug] = {d.id: d for d in drugs}
+        #: The allergen table (``allergens.csv``), or an empty index when the folder has none.
+        self.allergens = allergens if allergens is not None else AllergenIndex((), {}, {})
         self._codes = codes  # (system kind, code) -> drug (narrowed to a product when the row says)
         self._local = local  # (institution, local code) -> drug
         self._names: dict[str, Drug] = {}
@@ -462,8 +466,12 @@ def build_dictionary(folder: Path) -> DrugDictionary:
     if codes_path.exists():
         for row in read_rows(codes_path, CODE_COLUMNS, errors):
             _add_code(row, drugs, codes, local, errors)
+    allergens = None
+    if (folder / "allergens.csv").exists():
+        vocabulary = {i for d in drugs.values() for i in d.ingredients} | {c for d in drugs.values() for c in d.classes}
+        allergens = build_allergens(folder / "allergens.csv", vocabulary, errors)
     errors.raise_if_any()
-    return DrugDictionary(drugs.values(), codes, local)
+    return DrugDictionary(drugs.values(), codes, local, allergens)
 
 
 def _add_code(row: Row, drugs: dict[str, Drug], codes: dict[tuple[str, str], Drug],
