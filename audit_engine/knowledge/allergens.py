@@ -64,28 +64,27 @@ def normalise_text(text: str) -> str:
 
 
 def candidates(part: str) -> list[str]:
-    """The substance name with wrappers removed one at a time, outermost suffix first:
-    对磺胺类药物过敏 → 对磺胺类药物 → 对磺胺类 → 对磺胺 → 磺胺. Every step is tried, so a name that
-    starts like a wrapper (对乙酰氨基酚) is found before its first character is taken off."""
-    p = part.strip(" .。:：!！-")
-    out = [p] if p else []
-    while True:
-        nxt = None
-        for suf in (*_SUFFIXES, *_CLASS_WORDS):
-            if p.endswith(suf) and len(p) > len(suf):
-                nxt = p[: -len(suf)]
-                break
-        if nxt is None:
+    """The substance name with wrappers removed, fewest removals first, every combination tried:
+    对磺胺类药物过敏 → 对磺胺类药物, 磺胺类药物过敏 → … → 磺胺. A name that starts or ends like a
+    wrapper (对乙酰氨基酚, ACE抑制剂) is therefore met before that part of it is taken off."""
+    first = part.strip(" .。:：!！-")
+    out = [first] if first else []
+    frontier = list(out)
+    while frontier:
+        nxt: list[str] = []
+        for p in frontier:
+            for suf in (*_SUFFIXES, *_CLASS_WORDS):
+                if p.endswith(suf) and len(p) > len(suf):
+                    nxt.append(p[: -len(suf)])
             for pre in _PREFIXES:
                 if p.startswith(pre) and len(p) > len(pre):
-                    nxt = p[len(pre):]
-                    break
-        if nxt is None:
-            return out
-        p = nxt.strip(" .。:：!！-")
-        if not p or p in out:
-            return out
-        out.append(p)
+                    nxt.append(p[len(pre):])
+        frontier = []
+        for c in (x.strip(" .。:：!！-") for x in nxt):
+            if c and c not in out:
+                out.append(c)
+                frontier.append(c)
+    return out
 
 
 def substance_parts(text: str) -> list[str]:
