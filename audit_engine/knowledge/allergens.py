@@ -171,9 +171,8 @@ class AllergenIndex:
         drug = dictionary.by_name(core) or dictionary.resolve([], core)
         if drug is not None:
             return allergy_names(drug)
-        classes = dictionary.class_names()
         for candidate in (core, core + "类"):
-            if candidate in classes:
+            if dictionary.is_class(candidate):
                 return {candidate}
         return None
 

@@ -274,6 +274,7 @@ class DrugDictionary:
         self._codes = codes  # (system kind, code) -> drug (narrowed to a product when the row says)
         self._local = local  # (institution, local code) -> drug
         self._names: dict[str, Drug] = {}
+        self._class_set: frozenset[str] | None = None
         for d in self._drugs.values():
             for n in (d.name_zh, d.name_en, *d.aliases):
                 if n:
@@ -351,6 +352,12 @@ class DrugDictionary:
     def class_names(self) -> set[str]:
         """Every class name: therapeutic classes and ATC codes at every level."""
         return {c for d in self._drugs.values() for c in d.classes}
+
+    def is_class(self, name: str) -> bool:
+        """Whether ``name`` is a class of some drug (one set probe; the set is built on first use)."""
+        if self._class_set is None:
+            self._class_set = frozenset(self.class_names())
+        return name in self._class_set
 
     def drug_names(self) -> set[str]:
         """Every canonical drug's Chinese generic name."""
