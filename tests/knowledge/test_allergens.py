@@ -104,7 +104,7 @@ def test_a_drug_name_holding_an_english_food_word_is_not_dropped() -> None:
 
 @pytest.mark.parametrize(("code", "name"), [("373270004", "青霉素类"), ("764146007", "青霉素类"), ("387406002", "磺胺类"),
                                             ("372687004", "阿莫西林"), ("387458008", "阿司匹林"), ("387207008", "布洛芬"),
-                                            ("387517004", "对乙酰氨基酚"), ("387494007", "可待因")])
+                                            ("387517004", "对乙酰氨基酚"), ("387494007", "可待因"), ("373529000", "吗啡")])
 def test_snomed_substance_codes_map(code: str, name: str) -> None:
     hit = index().by_code(SNOMED, code)
     assert hit is not None and hit.name == name
