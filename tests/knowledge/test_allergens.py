@@ -129,7 +129,11 @@ def phrasing(draw: st.DrawFn) -> tuple[str, al.Allergen]:
         text = draw(st.sampled_from(ENGLISH_WRAPPERS)).format(written)
         text = draw(st.sampled_from((str.lower, str.upper, str.title, _fullwidth, str)))(text)
     else:
-        text = draw(st.sampled_from(CHINESE_PREFIXES)) + written + draw(st.sampled_from(CHINESE_SUFFIXES))
+        suffix = draw(st.sampled_from(CHINESE_SUFFIXES))
+        text = draw(st.sampled_from(CHINESE_PREFIXES)) + written + suffix
+        # 安定 is diazepam but 安定类 is the benzodiazepine class: "X类" means what the table says it means
+        if suffix.startswith("类"):
+            allergen = index().synonyms().get(written + "类", allergen)
     return draw(st.sampled_from(("", " ", "　"))) + text, allergen
 
 
