@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from audit_engine import dosing, units
 from audit_engine.intake.model import Intake, ResourceEntry
-from audit_engine.knowledge.dictionary import form_class, route_for_form
+from audit_engine.knowledge.dictionary import form_class, form_class_of_code, route_for_form
 from audit_engine.schema import FactIssue
 
 OVERDOSE_REASON_URL = "urn:audit-engine:fhir:StructureDefinition:overdose-reason"
@@ -116,12 +116,15 @@ def _texts_of(concept: Any) -> list[str]:
 def form_class_of(entry: ResourceEntry, intake: Intake, concept: Any, drug: Any, route: str | None) -> str | None:
     """The 《处方管理办法》 form class of an order (schema item.form_class), or None when undetermined.
 
-    Read, first hit wins: ``Medication.form`` (text or a coding's display, e.g. an EDQM or SNOMED
-    CT dose form); the drug's name as written (吗啡缓释片, 盐酸吗啡片, 即释片, 注射液, 贴剂); the
+    Read, first hit wins: ``Medication.form`` (a SNOMED CT or HL7 v3 dose-form code, else its text
+    or a coding's display, e.g. an EDQM standard term); the drug's name as written (吗啡缓释片, 盐酸吗啡片, 即释片, 注射液, 贴剂); the
     form a product code pinned (codes.csv); then the route narrows the dictionary's forms
     (皮下 → the injection; 口服 → the oral forms, which must all agree).
     """
     form = medication_form(entry, intake)
+    for coding in (form[0].coding or []) if form else []:
+        if (cls := form_class_of_code(coding.system, coding.code)) is not None:
+            return cls
     for text in _texts_of(form[0]) if form else []:
         if (cls := form_class(text)) is not None:
             return cls

@@ -247,6 +247,32 @@ def form_class(text: str | None) -> str | None:
     return None
 
 
+# Dose-form codes with no display to read: SNOMED CT dose forms (as in the FHIR Medication examples)
+# and the HL7 v3 orderableDrugForm mnemonics (TAB, ERTAB, INJSOL, PATCH …), read by their parts.
+SNOMED_DOSE_FORMS = {"385055001": "其他剂型", "385219001": "注射剂"}
+_V3_SUSTAINED = re.compile(r"^(?:ER|CR|SR|XR)[A-Z]*$|PATCH")
+_V3_INJECTION = re.compile(r"INJ|^IV[A-Z]*$")
+_V3_OTHER = re.compile(r"TAB|CAP|SOL|SUSP|SYR|SUPP|GRAN|POWD|LOZ|SPRY|ELIXIR|DROP|OINT|CRM|GEL")
+
+
+def form_class_of_code(system: str | None, code: str | None) -> str | None:
+    """The form class a dose-form code names (SNOMED CT dose form or HL7 v3 orderableDrugForm), or None."""
+    if not code:
+        return None
+    s = (system or "").lower()
+    if "snomed" in s:
+        return SNOMED_DOSE_FORMS.get(code.strip())
+    if "orderabledrugform" in s:
+        c = code.strip().upper()
+        if _V3_INJECTION.search(c):
+            return "注射剂"
+        if _V3_SUSTAINED.search(c):
+            return "缓控释制剂"
+        if _V3_OTHER.search(c):
+            return "其他剂型"
+    return None
+
+
 def route_for_form(form: str, default: str | None) -> str | None:
     """The route a form implies; for injections the default if it is an injection route, else
     unknown (静滴, 静注 or 肌注 is the prescriber's choice, not the product's)."""

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from audit_engine import clinical, dosing, intake
 from audit_engine.facts import normalise
-from audit_engine.knowledge.dictionary import form_class, load_dictionary
+from audit_engine.knowledge.dictionary import form_class, form_class_of_code, load_dictionary
 
 LOINC = "http://loinc.org"
 
@@ -126,6 +126,28 @@ def test_medication_form_of_a_contained_medication_gives_the_form() -> None:
     mr["medicationReference"] = {"reference": "#med"}
     item = _facts(_bundle(mr)).items[0]
     assert item["form_class"] == "缓控释制剂" and item["sustained_release"] is True
+
+
+@pytest.mark.parametrize(("system", "code", "cls"), [
+    ("http://snomed.info/sct", "385055001", "其他剂型"), ("http://snomed.info/sct", "385219001", "注射剂"),
+    ("http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm", "TAB", "其他剂型"),
+    ("http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm", "ERTAB", "缓控释制剂"),
+    ("http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm", "INJSOL", "注射剂"),
+    ("http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm", "PATCH", "缓控释制剂"),
+    ("http://snomed.info/sct", "12345678", None), ("urn:local", "TAB", None),
+])
+def test_dose_form_codes_give_the_form_class(system: str, code: str, cls: str | None) -> None:
+    assert form_class_of_code(system, code) == cls
+
+
+def test_a_dose_form_code_without_display_in_medication_form_gives_the_form() -> None:
+    mr = _order(dosage="口服 每4小时1次 每次10mg")
+    del mr["medicationCodeableConcept"]
+    mr["contained"] = [{"resourceType": "Medication", "id": "med", "code": {"text": "吗啡"},
+                        "form": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm",
+                                             "code": "TAB"}]}}]
+    mr["medicationReference"] = {"reference": "#med"}
+    assert _facts(_bundle(mr)).items[0]["form_class"] == "其他剂型"
 
 
 def test_an_injection_route_narrows_a_drug_with_tablets_and_ampoules() -> None:
