@@ -47,7 +47,7 @@ NON_DRUG_WORDS = ("海鲜", "鱼虾", "虾", "蟹", "贝类", "鸡蛋", "蛋类"
 
 _PAREN = re.compile(r"[（(【\[][^）)】\]]*[）)】\]]")
 _LABEL = re.compile(r"^(?:药物过敏史|药物过敏|过敏史|过敏原|过敏药物|过敏|allerg(?:y|ies)|drug allerg(?:y|ies))\s*[:：]\s*")
-_SPLIT = re.compile(r"[、,，;；/＋+]|及|以及|和|与|\band\b|\bor\b|或")
+_SPLIT = re.compile(r"[、,，;；/＋+]|及|以及|和|与|\band\b|\bor\b|或|(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])")
 _PREFIXES = ("allergic to ", "allergy to ", "allergies to ", "hypersensitivity to ", "intolerance to ",
              "history of ", "h/o ", "hx of ", "既往对", "曾对", "既往", "曾有", "有对", "对", "有", "曾")
 _SUFFIXES = ("过敏性休克", "过敏反应史", "过敏反应", "过敏史", "过敏", "不耐受", "皮试阳性", "阳性", "史",
