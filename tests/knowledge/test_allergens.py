@@ -244,3 +244,32 @@ def test_copying_the_table_keeps_it_valid(tmp_path: Path) -> None:
     shutil.copytree(TABLES, tmp_path / "tables")
     d = build_dictionary(tmp_path / "tables")
     assert len(d.allergens) == len(index()) and copy.copy(d.allergens.synonyms()) == index().synonyms()
+
+
+@pytest.mark.parametrize(("coding", "expected"), [
+    ({"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1191", "display": "Aspirin"}, {"阿司匹林"}),
+    ({"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "10831"}, {"磺胺类", "磺胺甲噁唑"}),
+    ({"system": "http://www.whocc.no/atc", "code": "J01DD"}, {"第三代头孢菌素", "头孢菌素类"}),
+    ({"system": "http://www.whocc.no/atc", "code": "J01CA04"}, {"阿莫西林", "青霉素类", "J01CA04"}),
+    ({"system": SNOMED, "code": "387406002", "display": "Sulfonamide (substance)"}, {"磺胺类"}),
+])
+def test_coded_allergies_resolve_through_rxnorm_atc_and_snomed(coding: dict[str, str], expected: set[str]) -> None:
+    bundle = _bundle_with_allergy("x")
+    bundle["entry"][1]["resource"]["code"] = {"coding": [coding]}
+    facts = normalise(intake.parse_bundle(bundle), dictionary=dictionary())
+    assert expected <= set(facts.patient["allergies"]) and not facts.issues
+
+
+def test_an_unknown_snomed_code_with_a_readable_display_resolves_by_the_display() -> None:
+    bundle = _bundle_with_allergy("x")
+    bundle["entry"][1]["resource"]["code"] = {"coding": [{"system": SNOMED, "code": "111111111",
+                                                          "display": "Penicillin allergy"}]}
+    facts = normalise(intake.parse_bundle(bundle), dictionary=dictionary())
+    assert "青霉素类" in facts.patient["allergies"] and not facts.issues
+
+
+def test_a_reaction_substance_is_read_as_well_as_the_code() -> None:
+    bundle = _bundle_with_allergy("青霉素过敏")
+    bundle["entry"][1]["resource"]["reaction"] = [{"substance": {"text": "磺胺"}, "manifestation": [{"text": "皮疹"}]}]
+    facts = normalise(intake.parse_bundle(bundle), dictionary=dictionary())
+    assert {"青霉素类", "磺胺类"} <= set(facts.patient["allergies"])
