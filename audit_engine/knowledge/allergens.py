@@ -192,22 +192,30 @@ class AllergenIndex:
         allergy and is left out; anything else that does not resolve is reported.
         """
         out = Resolution()
-        if says_no_allergy(text):
-            out.no_allergy = True
-            return out
         whole = _LABEL.sub("", _PAREN.sub(" ", normalise_text(text))).strip()
-        names = self.resolve_part(whole, None if not whole else dictionary) if whole else None
-        if names is not None:
-            out.names |= names
-            return out
+        if not says_no_allergy(whole):
+            names = self.resolve_part(whole, dictionary) if whole else None
+            if names is not None:
+                out.names |= names
+                return out
+        # Part by part: "否认其他药物过敏，青霉素过敏" denies the rest but still names penicillin.
+        denied = False
         for part in substance_parts(text):
             if says_no_allergy(part):
+                denied = True
                 continue
             names = self.resolve_part(part, dictionary)
             if names is not None:
                 out.names |= names
             elif not is_non_drug(part):
                 out.unmapped.append(part)
+        out.no_allergy = (denied or not whole) and not out.names and not out.unmapped
+        if not out.names and out.unmapped:  # 过敏（青霉素）: the substance may be the parenthesis
+            inner = " ".join(m.group(0)[1:-1] for m in _PAREN.finditer(normalise_text(text))).strip()
+            if inner:
+                again = self.resolve_text(inner, dictionary)
+                if again.names:
+                    return again
         return out
 
 

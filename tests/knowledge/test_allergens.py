@@ -70,7 +70,9 @@ def test_every_allergen_names_only_dictionary_vocabulary() -> None:
     ("ＰＥＮＩＣＩＬＬＩＮ　ａｌｌｅｒｇｙ", {"青霉素类"}),  # full-width input from a Chinese IME
     ("对乙酰氨基酚过敏", {"对乙酰氨基酚"}),  # starts like the wrapper 对…过敏
     ("青霉素、磺胺过敏", {"青霉素类", "磺胺类"}),
-    ("青霉素 头孢", {"青霉素类", "头孢菌素类"}),  # a space between Chinese names separates them
+    ("青霉素 头孢", {"青霉素类", "头孢菌素类"}),
+    ("否认其他药物过敏，青霉素过敏", {"青霉素类"}),
+    ("药物过敏（青霉素）", {"青霉素类"}),  # the substance written in the parenthesis  # a denial next to a named allergy does not hide it  # a space between Chinese names separates them
     ("药物过敏：青霉素；阿司匹林", {"青霉素类", "阿司匹林"}),
     ("先锋霉素过敏", {"头孢菌素类"}),
     ("大环内酯类抗生素过敏", {"大环内酯类"}),
