@@ -390,6 +390,15 @@ def normalise_item(entry: ResourceEntry, intake: Intake, *, dictionary: Dictiona
     concept, cwhere = medication_concept(entry, intake)
     codings, text = _codings(concept)
     drug = dictionary.resolve(codings, text, institution) if (codings or text) else None
+    if drug is not None and hasattr(drug, "narrowed_by_text"):
+        # A code names the drug, the written name or Medication.form often the product (盐酸吗啡片):
+        # narrowing lets "2 片" convert through that form's strength.
+        form = medication_form(entry, intake)
+        for written in [*(_texts_of(form[0]) if form else []), text]:
+            narrowed = drug.narrowed_by_text(written)
+            if narrowed is not drug:
+                drug = narrowed
+                break
     if drug is None:
         issues.append(FactIssue("UNKNOWN_DRUG", f"药品无法识别：{_describe(codings, text)}", item_id, cwhere))
     else:

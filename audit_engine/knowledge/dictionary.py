@@ -174,6 +174,22 @@ class Drug:
         strengths = (strength,) if strength else tuple(s for s in self.strengths if s.form == form)
         return dataclasses.replace(self, forms=(form,), strengths=strengths, route=route_for_form(form, self.route))
 
+    def narrowed_by_text(self, text: str | None) -> Drug:
+        """This drug narrowed to the form a written name or form text names (盐酸吗啡片 → 片剂,
+        吗啡缓释片 → 缓释片, 注射用… → the injection), when it has several; else unchanged."""
+        if not text or len(self.forms) < 2:
+            return self
+        t = text.strip()
+        if t in self.forms:
+            return self.with_form(t)
+        if t.startswith("注射用"):
+            return self.with_form(next((f for f in self.forms if "注射" in f), None))
+        for suffix in FORM_SUFFIXES:
+            if t.endswith(suffix):
+                form = next((f for f in self.forms if f.startswith(suffix) or suffix.startswith(f)), None)
+                return self.with_form(form)
+        return self
+
     def canonical_dose(self, value: float, unit: str) -> tuple[str, float] | None:
         """``value unit`` as (dimension, value in the dimension's base unit), or None.
 

@@ -181,3 +181,12 @@ def test_a_drug_with_one_form_class_needs_no_form_word() -> None:
 def test_weekly_monthly_and_yearly_frequencies_are_read(text: str, per_day: float) -> None:
     reading = dosing.frequency_from_text(text)
     assert reading is not None and reading.per_day == pytest.approx(per_day)
+
+
+def test_a_coded_drug_is_narrowed_to_the_product_its_name_names_so_tablets_convert() -> None:
+    mr = _order(dosage="口服 每日1次")
+    mr["medicationCodeableConcept"] = {"coding": [{"system": "http://www.whocc.no/atc", "code": "A02BC01"}],
+                                       "text": "奥美拉唑肠溶胶囊"}
+    mr["dosageInstruction"][0]["doseAndRate"] = [{"doseQuantity": {"value": 1, "unit": "粒"}}]
+    item = _facts(_bundle(mr)).items[0]
+    assert item["form"] == "肠溶胶囊" and item["dose_mg"] == 20 and item["injection"] is False
