@@ -99,6 +99,17 @@ def says_no_allergy(text: str) -> bool:
     return t in NO_ALLERGY_EXACT or t in UNKNOWN_EXACT or any(w in t for w in NO_ALLERGY_WORDS)
 
 
+# INN stems (WHO, "The use of stems in the selection of International Nonproprietary Names", 2018)
+# as Chinese generic names carry them: a drug the dictionary does not list (阿洛西林, 头孢硫脒,
+# 法罗培南, 吉米沙星) is still read as its family. (stem, where, allergen or class)
+INN_STEMS: tuple[tuple[str, str, str], ...] = (
+    ("西林", "end", "青霉素类"), ("cillin", "end", "青霉素类"), ("头孢", "start", "头孢菌素类"),
+    ("cef", "start", "头孢菌素类"), ("ceph", "start", "头孢菌素类"), ("培南", "end", "碳青霉烯类"),
+    ("penem", "end", "碳青霉烯类"), ("沙星", "end", "氟喹诺酮类"), ("oxacin", "end", "氟喹诺酮类"),
+    ("普利", "end", "血管紧张素转换酶抑制剂"), ("pril", "end", "血管紧张素转换酶抑制剂"),
+    ("沙坦", "end", "血管紧张素II受体拮抗剂"), ("sartan", "end", "血管紧张素II受体拮抗剂"),
+    ("他汀", "end", "他汀类"), ("vastatin", "end", "他汀类"), ("卡因", "end", "局部麻醉药"), ("caine", "end", "局部麻醉药"),
+)
 _LATIN = re.compile(r"[a-z]+")
 
 
@@ -176,10 +187,24 @@ class AllergenIndex:
                 return {candidate}
         return None
 
+    def resolve_stem(self, core: str) -> set[str] | None:
+        """The family an unlisted drug name belongs to by its INN stem (阿洛西林 → 青霉素类), or None."""
+        for stem, where, family in INN_STEMS:
+            if len(core) > len(stem) and (core.endswith(stem) if where == "end" else core.startswith(stem)):
+                row = self._synonyms.get(family)
+                return set(row.names) if row is not None else {family}
+        return None
+
     def resolve_part(self, part: str, dictionary: Any) -> set[str] | None:
-        """One written substance: each unwrapping step in turn, the first that resolves wins."""
-        for core in candidates(part):
+        """One written substance: each unwrapping step in turn, the first that resolves wins; a name
+        nothing lists is then read by its INN stem."""
+        cores = candidates(part)
+        for core in cores:
             names = self.resolve_core(core, dictionary)
+            if names is not None:
+                return names
+        for core in reversed(cores):  # the most unwrapped form first: 阿洛西林过敏 → 阿洛西林
+            names = self.resolve_stem(core)
             if names is not None:
                 return names
         return None
