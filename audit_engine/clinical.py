@@ -6,6 +6,11 @@ Sources:
   κ = 0.7 (female) / 0.9 (male); α = -0.241 (female) / -0.302 (male); Scr in mg/dL.
 * Bedside Schwartz: Schwartz GJ et al., J Am Soc Nephrol 2009;20:629-37.
   eGFR = 0.413 × height (cm) / Scr (mg/dL), for children 1-17 years.
+* Cockcroft–Gault creatinine clearance: Cockcroft DW, Gault MH, Nephron 1976;16:31-41.
+  CrCl (mL/min) = (140 − age) × weight (kg) / (72 × Scr mg/dL) × 0.85 [female]; adults, actual body weight
+  (the weight most drug labels' renal dosing tables were derived with).
+* Renal bands: the eGFR or CrCl cut points the renal dose table (rulebase/tables/renal_dose_bands.csv) is
+  written in; a patient below a cut point carries the band label "eGFR<30" / "CrCl<30".
 * Creatinine 1 mg/dL = 88.4 µmol/L.
 * Age bands: the fact catalogue (audit_engine.schema, patient.population).
 """
@@ -78,6 +83,33 @@ def bedside_schwartz(scr_mg_dl: float, height_cm: float) -> float | None:
     if scr_mg_dl <= 0 or height_cm <= 0:
         return None
     return 0.413 * height_cm / scr_mg_dl
+
+
+def cockcroft_gault(scr_mg_dl: float, age_years: int, weight_kg: float, sex: str) -> float | None:
+    """Cockcroft–Gault creatinine clearance (mL/min) for an adult; ``sex`` is 男 or 女 (None otherwise)."""
+    if scr_mg_dl <= 0 or weight_kg <= 0 or age_years < 18 or sex not in ("男", "女"):
+        return None
+    crcl = (140 - age_years) * weight_kg / (72.0 * scr_mg_dl)
+    return crcl * 0.85 if sex == "女" else crcl
+
+
+RENAL_CUTS = (10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 90)
+
+
+def renal_bands(egfr: float | None, crcl: float | None) -> list[str]:
+    """The band labels a patient falls in: ``eGFR<N`` for every cut N above the eGFR, ``CrCl<N`` likewise.
+
+    Without a creatinine clearance the eGFR stands in for it (``CrCl<N`` from the eGFR), as the FDA
+    guidance on renal impairment (2024) allows either estimate for dose adjustment; the finding's
+    text says so (``renal_basis``).
+    """
+    out: list[str] = []
+    if egfr is not None:
+        out += [f"eGFR<{c}" for c in RENAL_CUTS if egfr < c]
+    stand_in = crcl if crcl is not None else egfr
+    if stand_in is not None:
+        out += [f"CrCl<{c}" for c in RENAL_CUTS if stand_in < c]
+    return sorted(out)
 
 
 def egfr_from_creatinine(scr_mg_dl: float, *, age_years: int, age_days: int, sex: str | None,

@@ -92,6 +92,10 @@ _TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?:每|一|1)\s*(?:日|天)\s*" + _NUM + r"\s*次"), "zh_per_day"),
     (re.compile(r"(?<![\d.])" + _NUM + r"\s*次\s*/\s*(?:日|天|d)"), "per_day_slash"),
     (re.compile(r"(?:每|一)\s*(?:周|星期)\s*" + _NUM + r"\s*次"), "zh_per_week"),
+    (re.compile(r"(?<![\d.])" + _NUM + r"\s*次\s*/\s*(?:周|星期|wk|w)(?![a-z])"), "zh_per_week"),
+    (re.compile(r"每\s*" + _NUM + r"\s*(?:周|星期)\s*" + _NUM + r"\s*次"), "zh_every_n_weeks"),
+    (re.compile(r"(?:每|一)\s*(?:个)?\s*月\s*" + _NUM + r"\s*次|(?<![\d.])" + _NUM + r"\s*次\s*/\s*月"), "zh_per_month"),
+    (re.compile(r"(?:每|一)\s*年\s*" + _NUM + r"\s*次|(?<![\d.])" + _NUM + r"\s*次\s*/\s*年"), "zh_per_year"),
     (re.compile(r"每\s*" + _NUM + r"\s*(?:日|天)\s*" + _NUM + r"\s*次"), "zh_every_n_days"),
     (re.compile(r"隔日\s*(?:一|1)?\s*次|隔天\s*(?:一|1)?\s*次"), "every_other_day"),
     (re.compile(r"每晚|每早|每日睡前|睡前|晨起|每晨"), "nightly"),
@@ -146,6 +150,13 @@ def _pattern_value(kind: str, m: re.Match[str]) -> float | None:
         return _num(g[0])
     if kind == "zh_per_week":
         return _num(g[0]) / 7.0
+    if kind == "zh_every_n_weeks":
+        weeks = _num(g[0])
+        return _num(g[1]) / (7.0 * weeks) if weeks > 0 else None
+    if kind == "zh_per_month":
+        return _num(g[0]) / 30.0
+    if kind == "zh_per_year":
+        return _num(g[0]) / 365.0
     if kind == "zh_every_n_days":
         days = _num(g[0])
         return _num(g[1]) / days if days > 0 else None

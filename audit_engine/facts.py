@@ -11,34 +11,38 @@ Reading decisions (China profile, CONTRACT.md):
 * a partial birthDate (``2019`` / ``2019-03``) is read as its first day.
 * the latest Observation wins (effective[x], else issued); weight LOINC 29463-7 / 3141-9,
   height 8302-2 / 8306-3 / 8308-9; eGFR 33914-3, 48642-3, 48643-1, 62238-1, 98979-8,
-  else computed from creatinine 2160-0 / 38483-4 / 14682-9 (``audit_engine.clinical``).
+  else computed from creatinine 2160-0 / 38483-4 / 14682-9 (``audit_engine.clinical``); creatinine
+  clearance observed (2164-2) or Cockcroft–Gault from age, weight, sex and creatinine; the renal
+  dose bands (``eGFR<30`` / ``CrCl<30`` …) and a note of which estimate was used.
 * bool facts read from diagnoses (hepatic impairment, chronic, chronic pain) are False when
   a diagnosis list was supplied and says nothing, and absent when none was supplied.
 * ``pregnant`` is False for a male patient, from Observation 82810-3 or an active Condition
   otherwise, absent when nothing says; likewise ``lactating``.
 * allergies: active AllergyIntolerance (category medication or unstated) resolved through the
-  dictionary to ingredient names, therapeutic classes and ATC groups of 5+ characters (the
-  broad ATC levels would make every anti-infective an allergen); an unresolved substance is
-  kept under its written name, so the pharmacist still sees it.
+  allergen table (SNOMED CT / ATC class codes, names as HIS write them: 青霉素过敏, 对磺胺类药物过敏,
+  头孢过敏史, penicillin allergy) and the dictionary to ingredient names, therapeutic classes and
+  ATC groups of 5+ characters (the broad ATC levels would make every anti-infective an
+  allergen); an allergy that cannot be resolved is a FactIssue ALLERGY_UNMAPPED naming it.
 * long-term prescription: a MedicationRequest.category coding or text 长期处方 / long-term.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, date, datetime
 from typing import Any
 
 from audit_engine import clinical
 from audit_engine.intake.model import Intake, ResourceEntry
 from audit_engine.item_facts import DictionaryLike, normalise_item
-from audit_engine.schema import INSTITUTION_LEVELS, TITLES, PrescriptionFacts
+from audit_engine.knowledge.allergens import NO_ALLERGY_CODES, allergy_names
+from audit_engine.schema import INSTITUTION_LEVELS, TITLES, FactIssue, PrescriptionFacts
 
 LOINC = "http://loinc.org"
 WEIGHT_CODES = ("29463-7", "3141-9")
 HEIGHT_CODES = ("8302-2", "8306-3", "8308-9")
 EGFR_CODES = ("33914-3", "48642-3", "48643-1", "62238-1", "98979-8")
 CREATININE_CODES = ("2160-0", "38483-4", "14682-9")
+CRCL_CODES = ("2164-2",)  # creatinine renal clearance, 24 h urine and serum
 PREGNANCY_CODES = ("82810-3", "11449-6")
 PREGNANCY_VALID_DAYS = 300
 LACTATION_CODES = ("63895-7",)
@@ -197,31 +201,56 @@ def _patient(intake: Intake, facts: PrescriptionFacts, on: date, diagnoses: list
     codes = sorted({d["code"] for d in diagnoses if "code" in d})
     if codes or have_dx:
         p["diagnosis_codes"] = codes
-    allergies = _allergies(intake, dictionary, institution)
+    allergies = _allergies(intake, dictionary, institution, facts.issues)
     if allergies is not None:
         p["allergies"] = allergies
     return p.get("weight")
 
 
 def _kidney(intake: Intake, p: dict[str, Any]) -> None:
+    """eGFR (observed, else CKD-EPI 2021 / bedside Schwartz), Cockcroft–Gault CrCl, the renal bands and
+    a Chinese note of which estimate each comes from (``renal_basis``)."""
+    notes: list[str] = []
     for obs in _latest_obs(intake, EGFR_CODES):
         if obs.valueQuantity is not None and obs.valueQuantity.value is not None:
             p["egfr"] = round(float(obs.valueQuantity.value), 1)
-            return
-    if "age_years" not in p:
-        return
+            notes.append(f"eGFR {p['egfr']:g} mL/min/1.73m²（检验结果）")
+            break
+    scr = None
     for obs in _latest_obs(intake, CREATININE_CODES):
         q = obs.valueQuantity
-        if q is None or q.value is None:
-            continue
-        scr = clinical.creatinine_mg_dl(float(q.value), q.code or q.unit)
-        if scr is None:
-            continue
+        if q is not None and q.value is not None:
+            scr = clinical.creatinine_mg_dl(float(q.value), q.code or q.unit)
+            if scr is not None:
+                break
+    if scr is not None and "egfr" not in p and "age_years" in p:
         egfr = clinical.egfr_from_creatinine(scr, age_years=p["age_years"], age_days=p["age_days"],
                                              sex=p.get("sex"), height_cm=p.get("height"))
         if egfr is not None:
             p["egfr"] = round(egfr, 1)
-        return
+            method = "CKD-EPI 2021" if p["age_years"] >= 18 else "床旁 Schwartz"
+            notes.append(f"eGFR {p['egfr']:g} mL/min/1.73m²（{method}，由血肌酐计算）")
+    crcl = None
+    for obs in _latest_obs(intake, CRCL_CODES):
+        q = obs.valueQuantity
+        if q is not None and q.value is not None and (q.code or q.unit or "").strip().lower() in ("ml/min", "毫升/分"):
+            crcl = float(q.value)
+            notes.insert(0, f"肌酐清除率 {crcl:.0f} mL/min（检验结果）")
+            break
+    if crcl is None and scr is not None and "age_years" in p and "weight" in p:
+        crcl = clinical.cockcroft_gault(scr, p["age_years"], p["weight"], p.get("sex") or "")
+        if crcl is not None:
+            notes.insert(0, f"Cockcroft–Gault 肌酐清除率 {crcl:.0f} mL/min（年龄 {p['age_years']} 岁、体重 "
+                            f"{p['weight']:g} kg、血肌酐 {scr:.2f} mg/dL）")
+    if crcl is not None:
+        p["crcl"] = round(crcl, 1)
+    elif "egfr" in p:
+        missing = "、".join(w for w, ok in (("血肌酐", scr is not None), ("体重", "weight" in p),
+                                           ("年龄", "age_years" in p), ("性别", p.get("sex") in ("男", "女"))) if not ok)
+        notes.append(f"无法计算 Cockcroft–Gault 肌酐清除率（缺{missing or '成人数据'}），按 CrCl 分段的药品以 eGFR 代替")
+    if "egfr" in p or crcl is not None:
+        p["renal_bands"] = clinical.renal_bands(p.get("egfr"), crcl)
+        p["renal_basis"] = "；".join(notes)
 
 
 def _pregnancy(intake: Intake, p: dict[str, Any], diagnoses: list[dict[str, Any]], on: date) -> None:
@@ -254,18 +283,20 @@ def _pregnancy(intake: Intake, p: dict[str, Any], diagnoses: list[dict[str, Any]
         p["lactating"] = True
 
 
-_BROAD_ATC = re.compile(r"^[A-Z](?:\d\d[A-Z]?)?$")  # ATC levels 1-3: far too broad to be an allergen
+def _allergies(intake: Intake, dictionary: DictionaryLike, institution: str | None,
+               issues: list[FactIssue]) -> list[str] | None:
+    """Active drug allergies → ingredient and class names; an allergy that cannot be read is a FactIssue.
 
-
-def _allergy_names(drug: Any) -> set[str]:
-    fields = drug.item_fields()
-    classes = {c for c in fields.get("classes", []) if not _BROAD_ATC.match(c)}
-    return set(fields.get("ingredients", [])) | classes
-
-
-def _allergies(intake: Intake, dictionary: DictionaryLike, institution: str | None) -> list[str] | None:
+    Each concept (``code`` and every ``reaction.substance``) is read by its codes first (SNOMED CT
+    substance or ATC class codes of the allergen table; ATC, RxNorm, insurance and local drug
+    codes of the dictionary), then by its texts (text, then codings' displays) as HIS write them.
+    "No known allergy" codes and texts count as an empty list; food and environmental allergens
+    are not drug allergies. Anything else that does not resolve sends the prescription to a
+    pharmacist, naming the text: the allergy check did not run for it.
+    """
     if not intake.allergies:
         return [] if intake.allergies_supplied else None
+    index = getattr(dictionary, "allergens", None)
     names: set[str] = set()
     for e in intake.allergies:
         a = e.resource
@@ -273,18 +304,66 @@ def _allergies(intake: Intake, dictionary: DictionaryLike, institution: str | No
             continue
         if a.category and not set(a.category) & {"medication"}:
             continue
-        concepts = [a.code, *(s for r in a.reaction or [] for s in [r.substance] if s is not None)]
-        for concept in concepts:
+        concepts = [(a.code, f"{e.path}.code")]
+        concepts += [(r.substance, f"{e.path}.reaction[{i}].substance")
+                     for i, r in enumerate(a.reaction or []) if r.substance is not None]
+        for concept, where in concepts:
             if concept is None:
                 continue
-            drug = dictionary.resolve(_codes(concept), concept.text, institution)
-            if drug is not None:
-                names |= _allergy_names(drug)
-                continue
-            # Not a known drug: a class written by name (青霉素类) is already canonical; anything
-            # else is kept as written so the pharmacist still sees it.
-            names.update(t.strip() for t in _texts(concept)[:1])
+            resolved, unmapped = _allergy_concept(concept, dictionary, index, institution)
+            names |= resolved
+            if unmapped:
+                shown = _describe_concept(concept)
+                issues.append(FactIssue(
+                    "ALLERGY_UNMAPPED",
+                    f"过敏史“{shown}”无法识别为药品或药物类别（{'、'.join(unmapped)}），系统未按此过敏史审核",
+                    None, where))
     return sorted(names)
+
+
+def _describe_concept(concept: Any) -> str:
+    texts = _texts(concept)
+    codes = "、".join(f"{s or '?'}|{c}" for s, c, _ in _codes(concept) if c)
+    return (texts[0] if texts else "") + (f"（编码 {codes}）" if codes else "") or "（空）"
+
+
+def _allergy_concept(concept: Any, dictionary: DictionaryLike, index: Any, institution: str | None
+                     ) -> tuple[set[str], list[str]]:
+    """(names, unmapped parts) of one allergy CodeableConcept."""
+    codings = _codes(concept)
+    if any(c in NO_ALLERGY_CODES for _, c, _ in codings if c):
+        return set(), []
+    names: set[str] = set()
+    if index is not None:
+        for system, code, _ in codings:
+            hit = index.by_code(system, code)
+            if hit is not None:
+                names |= hit.names
+    if codings:  # a drug code (ATC, RxNorm, insurance, local) also brings the drug's own classes
+        drug = dictionary.resolve(codings, None, institution)
+        if drug is not None:
+            names |= allergy_names(drug)
+    if names:
+        return names, []
+    texts = _texts(concept)
+    if not texts:
+        return set(), [f"{s or '?'}|{c}" for s, c, _ in codings if c] or ["（空）"]
+    if index is None:
+        drug = dictionary.resolve([], texts[0], institution)
+        return (allergy_names(drug), []) if drug is not None else (set(), [texts[0]])
+    # The text first (what the doctor wrote), then each coding's display.
+    first_unmapped: list[str] | None = None
+    for text in texts:
+        r = index.resolve_text(text, dictionary)
+        if r.no_allergy:
+            return set(), []
+        if r.names:
+            return r.names, r.unmapped
+        if not r.unmapped:  # only food or environmental substances
+            return set(), []
+        if first_unmapped is None:
+            first_unmapped = r.unmapped
+    return set(), first_unmapped or []
 
 
 def _title(texts: list[str]) -> str | None:

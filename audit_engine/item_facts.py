@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from audit_engine import dosing, units
 from audit_engine.intake.model import Intake, ResourceEntry
+from audit_engine.knowledge.dictionary import form_class, form_class_of_code, route_for_form
 from audit_engine.schema import FactIssue
 
 OVERDOSE_REASON_URL = "urn:audit-engine:fhir:StructureDefinition:overdose-reason"
@@ -84,6 +85,64 @@ def medication_concept(entry: ResourceEntry, intake: Intake) -> tuple[Any, str]:
         return found.resource.code, where
     display = getattr(mr.medicationReference, "display", None)
     return (_TextOnly(display) if display else None), where
+
+
+def medication_form(entry: ResourceEntry, intake: Intake) -> tuple[Any, str] | None:
+    """``Medication.form`` of the order's Medication (contained or in the input) and its FHIRPath, or None."""
+    ref = getattr(entry.resource.medicationReference, "reference", None) or ""
+    if not ref:
+        return None
+    where = f"{entry.path}.medicationReference"
+    if ref.startswith("#"):
+        for res in entry.resource.contained or []:
+            if res.get_resource_type() == "Medication" and res.id == ref[1:]:
+                return (res.form, f"{where}.form") if res.form is not None else None
+        return None
+    found = intake.find(ref)
+    if found is not None and found.type == "Medication" and found.resource.form is not None:
+        return found.resource.form, f"{found.path}.form"
+    return None
+
+
+INJECTION_ROUTES = ("静滴", "静注", "肌注", "皮下")
+
+
+def _texts_of(concept: Any) -> list[str]:
+    if concept is None:
+        return []
+    return [t for t in [getattr(concept, "text", None), *(c.display for c in (concept.coding or []))] if t]
+
+
+def form_class_of(entry: ResourceEntry, intake: Intake, concept: Any, drug: Any, route: str | None) -> str | None:
+    """The 《处方管理办法》 form class of an order (schema item.form_class), or None when undetermined.
+
+    Read, first hit wins: ``Medication.form`` (a SNOMED CT or HL7 v3 dose-form code, else its text
+    or a coding's display, e.g. an EDQM standard term); the drug's name as written (吗啡缓释片, 盐酸吗啡片, 即释片, 注射液, 贴剂); the
+    form a product code pinned (codes.csv); then the route narrows the dictionary's forms
+    (皮下 → the injection; 口服 → the oral forms, which must all agree).
+    """
+    form = medication_form(entry, intake)
+    for coding in (form[0].coding or []) if form else []:
+        if (cls := form_class_of_code(coding.system, coding.code)) is not None:
+            return cls
+    for text in _texts_of(form[0]) if form else []:
+        if (cls := form_class(text)) is not None:
+            return cls
+    for text in _texts_of(concept):
+        if (cls := form_class(text)) is not None:
+            return cls
+    if drug is None:
+        return None
+    if drug.form_class is not None:
+        return str(drug.form_class)
+    if route is None:
+        return None
+    if route in INJECTION_ROUTES:
+        candidates = [f for f in drug.forms if form_class(f) == "注射剂"]
+    else:
+        candidates = [f for f in drug.forms if form_class(f) != "注射剂" and route_for_form(f, drug.route) == route]
+    classes = {form_class(f) for f in candidates}
+    return classes.pop() if len(classes) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -331,6 +390,15 @@ def normalise_item(entry: ResourceEntry, intake: Intake, *, dictionary: Dictiona
     concept, cwhere = medication_concept(entry, intake)
     codings, text = _codings(concept)
     drug = dictionary.resolve(codings, text, institution) if (codings or text) else None
+    if drug is not None and hasattr(drug, "narrowed_by_text"):
+        # A code names the drug, the written name or Medication.form often the product (盐酸吗啡片):
+        # narrowing lets "2 片" convert through that form's strength.
+        form = medication_form(entry, intake)
+        for written in [*(_texts_of(form[0]) if form else []), text]:
+            narrowed = drug.narrowed_by_text(written)
+            if narrowed is not drug:
+                drug = narrowed
+                break
     if drug is None:
         issues.append(FactIssue("UNKNOWN_DRUG", f"药品无法识别：{_describe(codings, text)}", item_id, cwhere))
     else:
@@ -367,6 +435,13 @@ def normalise_item(entry: ResourceEntry, intake: Intake, *, dictionary: Dictiona
         doses.append(dose)
     if route is not None:
         item["route"] = route
+    cls = form_class_of(entry, intake, concept, drug, item.get("route"))
+    if cls is not None:
+        item["form_class"] = cls
+        item["injection"] = cls == "注射剂"
+        item["sustained_release"] = cls == "缓控释制剂"
+    else:
+        item.pop("form_class", None)
     # A route the order does not state is filled from the dictionary's default above; the
     # form rule 途径已写 = 否 still needs to know it was missing. An unreadable route was written.
     item["route_stated"] = route is not None or any(

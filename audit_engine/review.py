@@ -39,6 +39,7 @@ _SYSTEM_TITLES: dict[str, str] = {
     "UNIT_CONFLICT": "剂量单位与药品规格矛盾，系统未能审核剂量",
     "DOSE_MISSING": "缺少剂量或频次，系统未能审核剂量",
     "ROUTE_UNKNOWN": "给药途径无法识别",
+    "ALLERGY_UNMAPPED": "过敏史无法识别，系统未能按此过敏史审核",
 }
 
 

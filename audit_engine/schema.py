@@ -41,6 +41,7 @@ ANTIMICROBIAL_GRADES = ("非限制使用级", "限制使用级", "特殊使用�
 CONTROL_CLASSES = ("麻醉", "精一", "精二", "毒性", "放射")
 POPULATIONS = ("新生儿", "婴儿", "幼儿", "儿童", "青少年", "成人", "老年")
 SEXES = ("男", "女", "未知")
+FORM_CLASSES = ("注射剂", "缓控释制剂", "其他剂型")
 ROUTES = ("口服", "静滴", "静注", "肌注", "皮下", "外用", "吸入", "舌下", "直肠", "滴眼", "滴鼻", "含服", "煎服", "其他")
 
 
@@ -87,6 +88,15 @@ FIELDS: tuple[Field, ...] = (
     _f("patient", "egfr", "eGFR", "quantity",
        "Latest eGFR, observed or computed (CKD-EPI 2021 adults, bedside Schwartz children).",
        unit="mL/min/1.73m²"),
+    _f("patient", "crcl", "肌酐清除率", "quantity",
+       "Creatinine clearance (Cockcroft–Gault from age, weight, sex and serum creatinine; or an observed "
+       "clearance, LOINC 2164-2).", unit="mL/min"),
+    _f("patient", "renal_bands", "肾功能分段", "textset",
+       "Renal dose bands the patient falls in: eGFR<N and CrCl<N for the cut points of "
+       "audit_engine.clinical.RENAL_CUTS (CrCl from the eGFR when no clearance can be computed)."),
+    _f("patient", "renal_basis", "肾功能估算", "text",
+       "Which kidney estimates were used, in Chinese, for findings (CrCl Cockcroft–Gault / eGFR CKD-EPI 2021 "
+       "or observed, and whether the eGFR stood in for the CrCl)."),
     _f("patient", "hepatic_impairment", "肝功能不全", "bool", "Hepatic impairment from Conditions."),
     _f("patient", "allergies", "过敏", "textset",
        "Allergy substances resolved to ingredient names and drug classes (Chinese canonical names)."),
@@ -141,6 +151,11 @@ FIELDS: tuple[Field, ...] = (
     _f("item", "herbal", "饮片", "bool", "A decoction piece (中药饮片)."),
     _f("item", "tcm_patent", "中成药", "bool", "A Chinese patent medicine."),
     _f("item", "sustained_release", "缓控释", "bool", "Controlled or sustained release form."),
+    _f("item", "form_class", "剂型分类", "enum",
+       "Form class of 《处方管理办法》 第二十三条: 注射剂, 缓控释制剂 (incl. transdermal patches) or 其他剂型; "
+       "read from Medication.form, the drug's name text, a product code, the route, or the dictionary when all "
+       "its forms agree; absent when it cannot be determined.",
+       values=FORM_CLASSES),
     _f("item", "overdose_reason", "超量理由", "bool", "The prescriber stated a reason for exceeding the usual dose."),
     _f("item", "route_stated", "途径已写", "bool",
        "The order itself states a route (False when the route was filled in from the dictionary's default)."),
@@ -173,7 +188,8 @@ class FactIssue:
     """Something the normaliser could not establish; it sends the review to a pharmacist.
 
     ``code`` is one of UNKNOWN_DRUG, DOSE_UNPARSEABLE, FREQUENCY_UNPARSEABLE,
-    UNIT_CONFLICT, DOSE_MISSING, ROUTE_UNKNOWN; ``item`` is the item id or None; ``where``
+    UNIT_CONFLICT, DOSE_MISSING, ROUTE_UNKNOWN, ALLERGY_UNMAPPED (an allergy that maps to no drug
+    or class); ``item`` is the item id or None; ``where``
     is a FHIRPath to the element; ``message`` is Chinese text for the pharmacist.
     """
 

@@ -30,6 +30,7 @@ BASE_UNITS: dict[str, str] = {
     "mass_per_kg": "mg/kg",
     "frequency": "次/日",
     "egfr": "mL/min/1.73m²",
+    "clearance": "mL/min",
     "length": "cm",
     "count": "片",
 }
@@ -53,6 +54,7 @@ _UNITS: list[tuple[tuple[str, ...], str, float]] = [
     (("g/kg",), "mass_per_kg", 1000.0),
     (("次/日", "次/天", "/d"), "frequency", 1.0),
     (("mL/min/1.73m²", "mL/min/1.73m2", "ml/min/1.73m2"), "egfr", 1.0),
+    (("mL/min", "ml/min"), "clearance", 1.0),
     (("cm", "厘米"), "length", 1.0),
     (("m", "米"), "length", 100.0),
     (("片", "粒", "袋", "支", "丸", "tab", "cap"), "count", 1.0),

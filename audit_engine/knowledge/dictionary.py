@@ -3,6 +3,7 @@
 Data lives in ``rulebase/tables`` (layout documented in ``rulebase/tables/SOURCES.md``):
 
 * ``drugs.csv`` - one row per canonical drug (western drugs, 中成药 and 饮片);
+* ``allergens.csv`` - drug allergens as HIS write them (``audit_engine.knowledge.allergens``);
 * ``codes.csv`` - (system, code) -> drug id for ATC products, national insurance codes,
   per-institution local codes and RxNorm product codes; a row may pin the product's form and
   strength, so ``2 片`` of "Simvastatin 20 MG Oral Tablet" converts to 40 mg.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from audit_engine import units
+from audit_engine.knowledge.allergens import AllergenIndex, build_allergens
 from audit_engine.knowledge.csvio import Collector, Row, did_you_mean, read_rows
 from audit_engine.schema import ANTIMICROBIAL_GRADES, CONTROL_CLASSES, ROUTES
 
@@ -136,6 +138,12 @@ class Drug:
         flags = {any(w in f for w in SUSTAINED_FORMS) for f in self.forms}
         return flags.pop() if len(flags) == 1 else None
 
+    @property
+    def form_class(self) -> str | None:
+        """The 《处方管理办法》 form class (``schema.FORM_CLASSES``) when every form agrees, else None."""
+        classes = {form_class(f) for f in self.forms}
+        return classes.pop() if len(classes) == 1 else None
+
     def item_fields(self) -> dict[str, Any]:
         """The schema.py item fields the dictionary knows; a key is absent when unknown.
 
@@ -154,7 +162,7 @@ class Drug:
         }
         optional = {"atc": self.atc, "route": self.route, "antimicrobial_grade": self.antimicrobial_grade,
                     "control": self.control, "injection": self.injection,
-                    "sustained_release": self.sustained_release,
+                    "sustained_release": self.sustained_release, "form_class": self.form_class,
                     "form": self.forms[0] if len(self.forms) == 1 else None}
         out.update({k: v for k, v in optional.items() if v is not None})
         return out
@@ -165,6 +173,22 @@ class Drug:
             return self
         strengths = (strength,) if strength else tuple(s for s in self.strengths if s.form == form)
         return dataclasses.replace(self, forms=(form,), strengths=strengths, route=route_for_form(form, self.route))
+
+    def narrowed_by_text(self, text: str | None) -> Drug:
+        """This drug narrowed to the form a written name or form text names (盐酸吗啡片 → 片剂,
+        吗啡缓释片 → 缓释片, 注射用… → the injection), when it has several; else unchanged."""
+        if not text or len(self.forms) < 2:
+            return self
+        t = text.strip()
+        if t in self.forms:
+            return self.with_form(t)
+        if t.startswith("注射用"):
+            return self.with_form(next((f for f in self.forms if "注射" in f), None))
+        for suffix in FORM_SUFFIXES:
+            if t.endswith(suffix):
+                form = next((f for f in self.forms if f.startswith(suffix) or suffix.startswith(f)), None)
+                return self.with_form(form)
+        return self
 
     def canonical_dose(self, value: float, unit: str) -> tuple[str, float] | None:
         """``value unit`` as (dimension, value in the dimension's base unit), or None.
@@ -206,6 +230,65 @@ FORM_ROUTES: tuple[tuple[str, str], ...] = (
 )
 
 
+# Words that say a form is injectable / controlled or sustained release / anything else, as HIS
+# write them in Chinese names, Medication.form texts and dose-form code displays (EDQM, SNOMED CT,
+# RxNorm dose forms). A transdermal patch releases its drug over days: 芬太尼透皮贴剂 and
+# 丁丙诺啡透皮贴剂 are controlled-release systems (their labels), so 贴剂 counts as 缓控释制剂.
+_INJECTION_WORDS = ("注射", "输液", "针剂", "粉针", "inject", "infusion", "parenteral")
+_SUSTAINED_WORDS = ("缓释", "控释", "贴剂", "透皮", "extended release", "extended-release", "prolonged release",
+                    "prolonged-release", "modified release", "modified-release", "controlled release",
+                    "controlled-release", "sustained release", "sustained-release", "transdermal", "patch",
+                    "24 hr", "12 hr")
+_SUSTAINED_TOKENS = re.compile(r"\b(?:er|xr|sr|cr|xl|mr|la|cd)\b")
+_OTHER_WORDS = ("即释", "普通片", "片", "胶囊", "颗粒", "口服液", "口服溶液", "溶液", "糖浆", "混悬", "栓", "散", "丸",
+                "滴剂", "喷雾", "气雾", "吸入", "乳膏", "软膏", "凝胶", "immediate release", "immediate-release",
+                "tablet", "capsule", "oral solution", "solution", "syrup", "suspension", "suppositor", "granule",
+                "sublingual", "lozenge", "spray", "drops")
+
+
+def form_class(text: str | None) -> str | None:
+    """The form class a form text names (片 / 即释片 → 其他剂型, 缓释片 / 控释片 / 贴剂 → 缓控释制剂,
+    注射液 / 注射用无菌粉末 → 注射剂; English dose-form displays likewise), or None when no form word."""
+    if not text:
+        return None
+    t = text.strip().lower()
+    if any(w in t for w in _INJECTION_WORDS):
+        return "注射剂"
+    if "即释" in t or "immediate" in t:
+        return "其他剂型"
+    if any(w in t for w in _SUSTAINED_WORDS) or _SUSTAINED_TOKENS.search(t):
+        return "缓控释制剂"
+    if any(w in t for w in _OTHER_WORDS):
+        return "其他剂型"
+    return None
+
+
+# Dose-form codes with no display to read: SNOMED CT dose forms (as in the FHIR Medication examples)
+# and the HL7 v3 orderableDrugForm mnemonics (TAB, ERTAB, INJSOL, PATCH …), read by their parts.
+SNOMED_DOSE_FORMS = {"385055001": "其他剂型", "385219001": "注射剂"}
+_V3_SUSTAINED = re.compile(r"^(?:ER|CR|SR|XR)[A-Z]*$|PATCH")
+_V3_INJECTION = re.compile(r"INJ|^IV[A-Z]*$")
+_V3_OTHER = re.compile(r"TAB|CAP|SOL|SUSP|SYR|SUPP|GRAN|POWD|LOZ|SPRY|ELIXIR|DROP|OINT|CRM|GEL")
+
+
+def form_class_of_code(system: str | None, code: str | None) -> str | None:
+    """The form class a dose-form code names (SNOMED CT dose form or HL7 v3 orderableDrugForm), or None."""
+    if not code:
+        return None
+    s = (system or "").lower()
+    if "snomed" in s:
+        return SNOMED_DOSE_FORMS.get(code.strip())
+    if "orderabledrugform" in s:
+        c = code.strip().upper()
+        if _V3_INJECTION.search(c):
+            return "注射剂"
+        if _V3_SUSTAINED.search(c):
+            return "缓控释制剂"
+        if _V3_OTHER.search(c):
+            return "其他剂型"
+    return None
+
+
 def route_for_form(form: str, default: str | None) -> str | None:
     """The route a form implies; for injections the default if it is an injection route, else
     unknown (静滴, 静注 or 肌注 is the prescriber's choice, not the product's)."""
@@ -226,11 +309,14 @@ class DrugDictionary:
     """Fast lookups from codes and names to canonical drugs (all dicts built at load)."""
 
     def __init__(self, drugs: Iterable[Drug], codes: dict[tuple[str, str], Drug],
-                 local: dict[tuple[str, str], Drug]) -> None:
+                 local: dict[tuple[str, str], Drug], allergens: AllergenIndex | None = None) -> None:
         self._drugs: dict[str, Drug] = {d.id: d for d in drugs}
+        #: The allergen table (``allergens.csv``), or an empty index when the folder has none.
+        self.allergens = allergens if allergens is not None else AllergenIndex((), {}, {})
         self._codes = codes  # (system kind, code) -> drug (narrowed to a product when the row says)
         self._local = local  # (institution, local code) -> drug
         self._names: dict[str, Drug] = {}
+        self._class_set: frozenset[str] | None = None
         for d in self._drugs.values():
             for n in (d.name_zh, d.name_en, *d.aliases):
                 if n:
@@ -308,6 +394,12 @@ class DrugDictionary:
     def class_names(self) -> set[str]:
         """Every class name: therapeutic classes and ATC codes at every level."""
         return {c for d in self._drugs.values() for c in d.classes}
+
+    def is_class(self, name: str) -> bool:
+        """Whether ``name`` is a class of some drug (one set probe; the set is built on first use)."""
+        if self._class_set is None:
+            self._class_set = frozenset(self.class_names())
+        return name in self._class_set
 
     def drug_names(self) -> set[str]:
         """Every canonical drug's Chinese generic name."""
@@ -423,8 +515,12 @@ def build_dictionary(folder: Path) -> DrugDictionary:
     if codes_path.exists():
         for row in read_rows(codes_path, CODE_COLUMNS, errors):
             _add_code(row, drugs, codes, local, errors)
+    allergens = None
+    if (folder / "allergens.csv").exists():
+        vocabulary = {i for d in drugs.values() for i in d.ingredients} | {c for d in drugs.values() for c in d.classes}
+        allergens = build_allergens(folder / "allergens.csv", vocabulary, errors)
     errors.raise_if_any()
-    return DrugDictionary(drugs.values(), codes, local)
+    return DrugDictionary(drugs.values(), codes, local, allergens)
 
 
 def _add_code(row: Row, drugs: dict[str, Drug], codes: dict[tuple[str, str], Drug],

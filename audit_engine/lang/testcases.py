@@ -288,6 +288,19 @@ def build_facts(case: n.TestCase, dictionary: Any | None = None) -> tuple[schema
     p = facts.patient
     if "age_days" in p and "population" not in p:
         p["population"] = _population(p["age_days"], p["age_years"])
+    if "renal_bands" not in p and ("egfr" in p or "crcl" in p):  # derived as the fact normaliser does
+        from audit_engine.clinical import renal_bands
+
+        p["renal_bands"] = renal_bands(p.get("egfr"), p.get("crcl"))
+    for item in facts.items:  # 注射剂 / 缓控释 written in a brief imply the form class, as real facts do
+        if "form_class" in item:
+            continue
+        if item.get("injection"):
+            item["form_class"] = "注射剂"
+        elif item.get("sustained_release"):
+            item["form_class"] = "缓控释制剂"
+        elif item.get("injection") is False and item.get("sustained_release") is False:
+            item["form_class"] = "其他剂型"
     if facts.diagnoses:
         p["diagnosis_codes"] = sorted(set(p.get("diagnosis_codes", [])) | {d["code"] for d in facts.diagnoses})
         if any(d.get("chronic") for d in facts.diagnoses):

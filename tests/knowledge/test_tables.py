@@ -31,7 +31,7 @@ from audit_engine.schema import PrescriptionFacts
 
 RULEBASE = Path(__file__).resolve().parents[2] / "rulebase"
 TABLES = RULEBASE / "tables"
-DICTIONARY_FILES = {"drugs.csv", "codes.csv"}  # read by the drug dictionary, not declared with 表
+DICTIONARY_FILES = {"drugs.csv", "codes.csv", "allergens.csv"}  # read by the drug dictionary, not declared with 表
 
 WUTOU = ["川乌", "草乌", "附子"]
 WUTOU_OPPOSED = ["半夏", "瓜蒌", "瓜蒌子", "瓜蒌皮", "天花粉", "川贝母", "浙贝母", "平贝母", "伊贝母", "湖北贝母", "白蔹", "白及"]

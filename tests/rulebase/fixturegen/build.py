@@ -70,6 +70,9 @@ class Med:
     long_term: bool = False
     note: str | None = None  # e.g. the stated reason for an above-label dose
     key: str | None = None  # MedicationRequest id suffix; default derived from the ATC / name
+    text: str | None = None  # the name as the HIS prints it (盐酸吗啡片), instead of name + form
+    medication_form: str | None = None  # Medication.form text: the order references a contained Medication
+    form_display: str | None = None  # a dose-form coding's display in Medication.form (EDQM standard term)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class Scenario:
     lactating: bool = False
     conditions: tuple[tuple[str, str], ...] = ()  # (ICD-10 code, Chinese display)
     allergies: tuple[tuple[str | None, str], ...] = ()  # (ATC or None, Chinese substance text)
+    allergy_codes: tuple[dict[str, Any], ...] = ()  # AllergyIntolerance.code as a HIS sends it (SNOMED CT, free text)
     meds: tuple[Med, ...] = ()
     expect: dict[str, Any] = field(default_factory=dict)  # flagged only
 
@@ -118,7 +122,7 @@ def _med_id(med: Med, index: int) -> str:
 
 
 def _medication_request(s: Scenario, med: Med, index: int, rx_no: str) -> dict[str, Any]:
-    text = med.name + (med.form or "")
+    text = med.text or med.name + (med.form or "")
     concept: dict[str, Any] = {"text": text}
     if med.atc:
         concept["coding"] = [{"system": ATC, "code": med.atc, "display": med.name}]
@@ -155,6 +159,15 @@ def _medication_request(s: Scenario, med: Med, index: int, rx_no: str) -> dict[s
     }
     if not mr["reasonReference"]:
         del mr["reasonReference"]
+    if med.medication_form is not None or med.form_display is not None:
+        form: dict[str, Any] = {}
+        if med.form_display:
+            form["coding"] = [{"system": "http://standardterms.edqm.eu", "display": med.form_display}]
+        if med.medication_form:
+            form["text"] = med.medication_form
+        mr["contained"] = [{"resourceType": "Medication", "id": "med", "code": concept, "form": form}]
+        mr["medicationReference"] = {"reference": "#med", "display": text}
+        del mr["medicationCodeableConcept"]
     if med.long_term:
         mr["category"] = [{"text": "长期处方"}]
         mr["courseOfTherapyType"] = {
@@ -239,10 +252,13 @@ def bundle(s: Scenario, serial: int) -> dict[str, Any]:
             "code": {"coding": [{"system": ICD10, "code": code, "display": display}], "text": display},
             "subject": _ref("Patient", "pat"),
         })
-    for i, (atc, text) in enumerate(s.allergies):
+    allergy_concepts: list[dict[str, Any]] = []
+    for atc, text in s.allergies:
         substance: dict[str, Any] = {"text": text}
         if atc:
             substance["coding"] = [{"system": ATC, "code": atc, "display": text}]
+        allergy_concepts.append(substance)
+    for i, substance in enumerate([*allergy_concepts, *s.allergy_codes]):
         resources.append({
             "resourceType": "AllergyIntolerance",
             "id": f"allergy-{i + 1}",
