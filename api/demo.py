@@ -22,9 +22,9 @@ import copy
 import json
 import secrets
 import sys
-from pathlib import Path
 import threading
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import sqlalchemy as sa
@@ -281,7 +281,7 @@ def _review_day(db: sa.Engine, out: TextIO, engine: Any) -> int:
         return 0
     principals = _principals(db)
     counts: dict[str, int] = {}
-    reviewed = 0
+    reviewed = replayed = 0
     for n, (name, bundle) in enumerate(samples):
         code = _sender(bundle, n, principals)
         try:
@@ -292,9 +292,13 @@ def _review_day(db: sa.Engine, out: TextIO, engine: Any) -> int:
             _say(out, f"  跳过 {name}：{exc}")
             continue
         reviewed += 1
+        replayed += bool(record.replayed)
         counts[record.verdict] = counts.get(record.verdict, 0) + 1
     shown = "，".join(f"{k} {v}" for k, v in sorted(counts.items()))
-    _say(out, f"演示审方：{reviewed} 张处方已通过真实审方流程（{shown}）。重复运行不会重复审核。")
+    if replayed == reviewed:
+        _say(out, f"演示审方：{reviewed} 张示例处方此前已审核（{shown}），本次未重复审核。")
+    else:
+        _say(out, f"演示审方：{reviewed} 张处方已通过真实审方流程（{shown}）。重复运行不会重复审核。")
     return reviewed
 
 

@@ -84,7 +84,17 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
-    from api.routes import auth, cds_hooks, health, pages, queue, queue_reads, reviews, rulebase, subscriptions
+    from api.routes import (
+        auth,
+        cds_hooks,
+        health,
+        pages,
+        queue,
+        queue_reads,
+        reviews,
+        rulebase,
+        subscriptions,
+    )
 
     for router_module in (health, auth, cds_hooks, reviews, queue, queue_reads, subscriptions, rulebase, pages):
         app.include_router(router_module.router)

@@ -140,7 +140,7 @@ def queue_page(
     s: Session,
     *,
     principal: Principal,
-    filters: QueueFilters = QueueFilters(),  # noqa: B008 (frozen, so a shared default is safe)
+    filters: QueueFilters = QueueFilters(),
     offset: int = 0,
     limit: int = 50,
     now: datetime | None = None,
@@ -163,15 +163,15 @@ def queue_page(
         .limit(limit)
     ).all()
     review_ids = [t.review_id for t, *_ in rows]
-    top: dict[str, tuple[str, int]] = {}
+    top: dict[str, tuple[str | None, int | None]] = {}
     counts: dict[str, int] = {}
     if review_ids:
-        for rid, title, level in s.execute(
+        for rid, first_title, first_level in s.execute(
             sa.select(FindingRow.review_id, FindingRow.title, FindingRow.level).where(
                 FindingRow.review_id.in_(review_ids), FindingRow.position == 0
             )
         ):
-            top[rid] = (title, level)
+            top[rid] = (first_title, first_level)
         for rid, n in s.execute(
             sa.select(FindingRow.review_id, sa.func.count(FindingRow.id))
             .where(FindingRow.review_id.in_(review_ids))
@@ -183,7 +183,7 @@ def queue_page(
         facts = facts or {}
         names = [item_label(i) for i in facts.get("items") or [] if isinstance(i, dict)]
         rx_type = (facts.get("prescription") or {}).get("type")
-        title, level = top.get(task.review_id, (None, None))
+        title, level = top.get(task.review_id) or (None, None)
         out.append(QueueRow(
             task_id=task.id, review_id=task.review_id, status=task.status, emergency=task.emergency,
             escalated=task.escalated, max_level=task.max_level, institution_code=code, institution_name=name,
@@ -193,7 +193,7 @@ def queue_page(
             claimed_by=task.claimed_by, lease_expires_at=task.lease_expires_at, version=task.version,
         ))
     # The institutions present in the unfiltered open queue, for the filter's choices.
-    base = [w for w in _queue_where(s, principal, QueueFilters(statuses=filters.statuses), at)]
+    base = _queue_where(s, principal, QueueFilters(statuses=filters.statuses), at)
     facet = s.execute(
         sa.select(Institution.code, Institution.name, sa.func.count(Task.id))
         .join(Task, Task.institution_id == Institution.id)

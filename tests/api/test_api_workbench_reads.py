@@ -7,7 +7,6 @@ import copy
 from typing import Any
 
 from apiworld import World, load_fixture
-
 from test_api_review_context import with_amlodipine
 
 WARFARIN_ASPIRIN = "flagged/interaction_warfarin_aspirin.json"
