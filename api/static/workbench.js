@@ -89,7 +89,9 @@
     // Nothing of the previous user stays on screen.
     $("queue").innerHTML = ""; $("detail").innerHTML = ""; $("claim-banner").hidden = true;
     $("queue-count").textContent = ""; $("page-info").textContent = ""; say("");
-    $("filters").reset(); $("login-form").reset(); $("login-error").textContent = "";
+    $("filters").reset(); $("login-form").reset(); $("login-error").textContent = ""; $("help").hidden = true;
+    $("f-institution").innerHTML = '<option value="">全部机构</option>'; $("f-institution").dataset.html = "";
+    document.body.dataset.shown = "";
     if ($("reason-dialog").open) $("reason-dialog").close();
     showLogin();
   }
@@ -233,7 +235,8 @@
       cls = "bad";
     } else if (d.status === "claimed" && d.claimed_by === state.user) {
       const left = new Date(d.lease_expires_at).getTime() - now;
-      if (left > 0) { html = "你已领取此任务，租约剩余 " + mmss(left) + "。<kbd>a</kbd> 通过 <kbd>r</kbd> 拒绝 <kbd>b</kbd> 打回"; cls = "ok"; }
+      if (left > 60000) { html = "你已领取此任务，租约剩余 " + mmss(left) + "。<kbd>a</kbd> 通过 <kbd>r</kbd> 拒绝 <kbd>b</kbd> 打回"; cls = "ok"; }
+      else if (left > 0) { html = "你已领取此任务，租约只剩 " + mmss(left) + "：按 <kbd>c</kbd> 续期，过期后他人可领取。"; cls = "warn"; }
       else { html = "你的领取已于 " + esc(clock(d.lease_expires_at)) + " 过期，任务可能已被他人领取。按 <kbd>c</kbd> 重新领取。"; cls = "bad"; }
     } else if (d.status === "claimed") {
       const left = new Date(d.lease_expires_at).getTime() - now;
@@ -330,7 +333,9 @@
       return '<li class="changed"><b>' + esc(c.name) + "</b> " + c.changes.map((f) =>
         esc(FIELD_ZH[f.field] || f.field) + " <del>" + esc(f.before || "未写") + "</del> → <ins>" + esc(f.after || "未写") + "</ins>").join("；") + "</li>";
     }).join("");
-    return '<section id="changes"><h3>与被打回的版本相比，医生修改了</h3><ul>' + li + "</ul></section>";
+    const prev = h.versions.find((v) => v.review_id === h.previous_review_id);
+    const returned = prev && (prev.decision === "return" || prev.doctor_answer === "modify");
+    return '<section id="changes"><h3>' + (returned ? "与被打回的版本相比，医生修改了" : "与上一版本相比的变化") + "</h3><ul>" + li + "</ul></section>";
   }
 
   function historyHtml(h) {
