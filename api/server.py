@@ -116,6 +116,10 @@ def worker_supervisor(url: str) -> Supervisor:
     return Supervisor("background worker", _worker_main, (url,))
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
 def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, workers: int = 1,
               reset_demo: bool = False) -> int:
     """``audit-engine serve``: upgrade the schema, optionally (re)load the demo, serve."""
@@ -154,6 +158,10 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
     if workers > 1 and settings.database_url.startswith("sqlite") and ":memory:" in settings.database_url:
         print("内存中的 SQLite 不能跨进程共享：按 1 个进程启动。", file=sys.stderr)
         workers = 1
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default handler
+    # that kills this process before the clean-up below runs and orphans the background
+    # worker. As SystemExit, it unwinds through ``finally`` instead.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     supervisor = worker_supervisor(settings.database_url)
     supervisor.start()
     log_level = os.environ.get("AUDIT_LOG_LEVEL", "info")

@@ -176,6 +176,7 @@ def test_a_pharmacist_claims_and_decides_by_keyboard_and_moves_to_the_next_task(
     expect(page.locator("#status")).to_contain_text("已领取")
     expect(page.locator("#claim-banner")).to_contain_text("你已领取此任务")
     page.keyboard.press("b")
+    expect(page.locator("#reason-dialog")).to_be_visible()  # claimed first, then asked why
     page.keyboard.type("华法林与阿司匹林合用出血风险，请调整")
     page.keyboard.press("Control+Enter")
     expect(page.locator("#status")).to_contain_text("已打回医生")
@@ -237,6 +238,7 @@ def test_a_returned_prescription_comes_back_modified_with_its_changes_shown(benc
     expect(page.locator("#findings-title")).to_be_visible()
     task_id = page.locator("#queue li").first.get_attribute("data-id")
     page.keyboard.press("b")
+    expect(page.locator("#reason-dialog")).to_be_visible()  # claimed first, then asked why
     page.keyboard.type("华法林与阿司匹林合用出血风险高，请华法林减量并加用胃黏膜保护")
     page.keyboard.press("Control+Enter")
     expect(page.locator("#status")).to_contain_text("已打回医生")
