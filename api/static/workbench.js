@@ -67,7 +67,7 @@
     hideAll(); $("refused").hidden = false; $("logout").hidden = false;
     $("who").textContent = (ROLE_ZH[state.role] || state.role) + "：" + (state.user || "");
     const quality = state.role === "quality";
-    $("refused-text").textContent = "您以" + (ROLE_ZH[state.role] || state.role) + "（" + state.role + "）身份登录，不能领取或审核处方。" +
+    $("refused-text").textContent = (ROLE_ZH[state.role] ? "您以" + ROLE_ZH[state.role] + "（" + state.role + "）身份登录" : "您的账号不是药师账号") + "，不能领取或审核处方。" +
       (quality ? "质控统计请前往质控页面。" : "规则库与系统管理请使用接口文档页面。");
     const link = $("refused-link");
     link.href = quality ? "/quality" : "/docs";
@@ -141,7 +141,11 @@
       const now = state.rows[i];
       const changed = !before || !state.detail || now.task_id !== state.detail.id || JSON.stringify(now) !== JSON.stringify(before);
       if (changed || opts.force) await loadDetail();
-    } catch (e) { if (e.status !== 401) say(e.message, "bad"); }
+    } catch (e) {
+      // A session from before the role was remembered, or a role changed meanwhile.
+      if (e.status === 403) { state.role = state.role && state.role !== "pharmacist" ? state.role : "非药师"; clearInterval(pollTimer); showRefused(); return; }
+      if (e.status !== 401) say(e.message, "bad");
+    }
   }
 
   function fillInstitutions(list) {
