@@ -349,6 +349,8 @@
       steps.push("系统结论：" + esc(v.verdict_zh) + (v.findings.length ? "（" + v.findings.slice(0, 3).map((f) => esc(f.level) + "级 " + esc(f.title)).join("；") + (v.findings.length > 3 ? " 等 " + v.findings.length + " 项" : "") + "）" : ""));
       if (v.decision) steps.push((v.decided_by === "system" ? "系统" : "药师 " + esc(v.decided_by)) + " " + esc(DECISION_ZH[v.decision] || v.decision) + (v.decided_at ? "（" + esc(clock(v.decided_at)) + "）" : "") + (v.reason ? "：" + esc(v.reason) : ""));
       if (v.doctor_answer) steps.push("医生 " + esc(ANSWER_ZH[v.doctor_answer] || v.doctor_answer) + (v.doctor_reason ? "：" + esc(v.doctor_reason) : ""));
+      // The current version's task status comes with the task itself (fresher than the history's).
+      if (v.current && state.detail && v.task_id === state.detail.id) v = Object.assign({}, v, { task_status: state.detail.status });
       const status = v.task_status ? (STATUS_ZH[v.task_status] ? '<span class="tag">' + esc(STATUS_ZH[v.task_status]) + "</span>" : '<span class="tag neutral">' + esc(v.task_status) + "</span>") : '<span class="tag">' + esc(v.outcome_zh) + "</span>";
       return '<li class="version' + (v.current ? " current" : "") + '"><div><b>第 ' + (n + 1) + " 版</b>" + (v.current ? "（当前）" : "") +
         " · 处方号 " + esc(v.prescription_number || "—") + " · " + esc(clock(v.created_at)) + " " + status + "</div>" +
