@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
         health,
         pages,
         queue,
+        queue_reads,
         reviews,
         rulebase,
         stats,
@@ -109,7 +110,8 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
         webhook_hosts,
     )
 
-    for router_module in (health, auth, cds_hooks, reviews, queue, subscriptions, webhook_hosts, rulebase, stats, pages):
+    for router_module in (health, auth, cds_hooks, reviews, queue, queue_reads, subscriptions, webhook_hosts, rulebase,
+                          stats, pages):
         app.include_router(router_module.router)
     install_openapi(app)
     static = Path(__file__).parent / "static"

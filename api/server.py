@@ -118,8 +118,13 @@ def worker_supervisor(url: str) -> Supervisor:
     return Supervisor("background worker", _worker_main, (url,))
 
 
-def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, workers: int = 1) -> int:
-    """``audit-engine serve``: upgrade the schema, optionally load the demo, serve."""
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, workers: int = 1,
+              reset_demo: bool = False) -> int:
+    """``audit-engine serve``: upgrade the schema, optionally (re)load the demo, serve."""
     import uvicorn
 
     from audit_engine.store.db import upgrade_schema
@@ -133,18 +138,32 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
     except Exception as exc:
         print(f"无法升级数据库结构（{settings.database_url}）：{exc}", file=sys.stderr)
         return 1
+    feed = None
+    if reset_demo and not demo:
+        print("--reset-demo 只能与 --demo 一起使用：audit-engine serve --demo --reset-demo", file=sys.stderr)
+        return 2
     if demo:
-        from api.demo import load_demo
+        from api.demo import DemoFeed, load_demo
+        from api.demo import reset_demo as do_reset
 
         try:
-            load_demo(settings.database_url, out=sys.stdout)
+            if reset_demo and not do_reset(settings.database_url, out=sys.stdout):
+                return 1
+            summary = load_demo(settings.database_url, out=sys.stdout)
         except Exception as exc:
             log.exception("demo loading failed")
             print(f"演示数据加载失败：{exc}", file=sys.stderr)
             return 1
+        if summary.get("engine") is not None:
+            feed = DemoFeed(settings.database_url, summary["engine"])
+            feed.start()
     if workers > 1 and settings.database_url.startswith("sqlite") and ":memory:" in settings.database_url:
         print("内存中的 SQLite 不能跨进程共享：按 1 个进程启动。", file=sys.stderr)
         workers = 1
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default handler
+    # that kills this process before the clean-up below runs and orphans the background
+    # worker. As SystemExit, it unwinds through ``finally`` instead.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     supervisor = worker_supervisor(settings.database_url)
     supervisor.start()
     log_level = os.environ.get("AUDIT_LOG_LEVEL", "info")
@@ -157,6 +176,8 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
                     access_log=False, **uvicorn_options(settings))
     finally:
         supervisor.stop()
+        if feed is not None:
+            feed.stop()
     return 0
 
 

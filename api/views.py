@@ -120,6 +120,7 @@ def context_json(facts: dict[str, Any] | None, findings: Sequence[Finding] = (),
         items.append({
             "reference": ref,
             "name": item.get("name"),
+            "written_name": item.get("written_name"),  # as the HIS wrote it, when the dictionary did not know it
             "dose": [{"value": item[key], "unit": unit} for key, unit in _DOSE_UNITS if key in item],
             "frequency": item.get("frequency"),
             "route": item.get("route"),

@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--demo", action="store_true", help="load demo institutions, users and prescriptions")
+    s.add_argument("--reset-demo", action="store_true",
+                   help="with --demo: empty a demo database and create the demo afresh (new keys and passwords)")
     s.add_argument("--workers", type=int, default=1, help="API processes (PostgreSQL or a SQLite file)")
 
     c = sub.add_parser("check", help="parse, check and compile a rulebase; print file:line:col diagnostics")
@@ -96,7 +98,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     from api import server
 
     if args.command == "serve":
-        return server.cmd_serve(host=args.host, port=args.port, demo=args.demo, workers=args.workers)
+        return server.cmd_serve(host=args.host, port=args.port, demo=args.demo, workers=args.workers,
+                                reset_demo=args.reset_demo)
     if args.command == "institution":
         return server.cmd_institution_add(args.code, args.name, level=args.level)
     return server.cmd_user_add(args.username, role=args.role, institution=args.institution)

@@ -401,6 +401,10 @@ def normalise_item(entry: ResourceEntry, intake: Intake, *, dictionary: Dictiona
                 break
     if drug is None:
         issues.append(FactIssue("UNKNOWN_DRUG", f"药品无法识别：{_describe(codings, text)}", item_id, cwhere))
+        # Not a rule field (rules see no name for an unknown drug): what the pharmacist reads.
+        written = text or next((d for _, _, d in codings if d), None)
+        if written:
+            item["written_name"] = written
     else:
         item.update(drug.item_fields())
 

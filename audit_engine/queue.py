@@ -218,6 +218,34 @@ def claim_next(
     return _record(s, task)
 
 
+def claim(
+    s: Session,
+    *,
+    task_id: str,
+    principal: Principal,
+    lease_seconds: int = DEFAULT_LEASE_SECONDS,
+    now: datetime | None = None,
+) -> TaskRecord:
+    """Claim one given task (the one the pharmacist is looking at), if it is claimable:
+    pending, escalated, or held by someone whose lease ran out. Claiming a task one already
+    holds renews the lease. Raises TransitionError naming the holder otherwise."""
+    authorize(principal, "queue.work")
+    at = now or utcnow()
+    task = _locked_task(s, task_id, principal)
+    _check(task, "claim")
+    if task.status == CLAIMED and task.claimed_by != principal.actor and not (
+        task.lease_expires_at is not None and task.lease_expires_at < at
+    ):
+        raise TransitionError(f"Task/{task.id}", f"任务已由 {task.claimed_by} 领取")
+    expired_holder = task.claimed_by if task.status == CLAIMED and task.claimed_by != principal.actor else None
+    task.claimed_by = principal.actor
+    task.claimed_at = at
+    task.lease_expires_at = at + timedelta(seconds=lease_seconds)
+    _move(s, task, "claim", actor=audit_log.Actor.of(principal), now=at,
+          detail={"lease_seconds": lease_seconds, "expired_holder": expired_holder})
+    return _record(s, task)
+
+
 def _require_holder(task: Task, principal: Principal) -> None:
     if task.status == CLAIMED and task.claimed_by != principal.actor:
         raise TransitionError(f"Task/{task.id}", f"任务由 {task.claimed_by} 认领，不能代为处理")

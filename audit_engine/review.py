@@ -89,16 +89,22 @@ def load_engine(rulebase_path: str | Path | None = None) -> Engine:
 def system_finding(issue: FactIssue, facts: PrescriptionFacts) -> Finding:
     """The engine's own finding for a fact it could not establish."""
     implicated: tuple[str, ...] = ()
+    message = issue.message
     if issue.item is not None:
-        ref = next((i.get("reference") for i in facts.items if i.get("id") == issue.item), None)
-        implicated = (ref or f"MedicationRequest/{issue.item}",)
+        item = next((i for i in facts.items if i.get("id") == issue.item), {})
+        implicated = (item.get("reference") or f"MedicationRequest/{issue.item}",)
+        # Name the drug, so the message stands alone on a card or in the queue; an unknown
+        # drug's message already names it as written.
+        drug = item.get("name") or item.get("written_name")
+        if drug and issue.code != "UNKNOWN_DRUG":
+            message = f"{drug}：{message}"
     return Finding(
         rule_id=f"SYS-{issue.code.replace('_', '-')}",
         title=_SYSTEM_TITLES.get(issue.code, "系统未能审核"),
         category="规范性",
         subtype="无法审核",
         level=SYSTEM_FINDING_LEVEL,
-        message=issue.message,
+        message=message,
         evidence="《医疗机构处方审核规范》（国卫办医发〔2018〕14号）：处方经药师审核通过后方可调配；信息系统未能审核的内容由药师人工审核",
         implicated=implicated,
         suggestion="请药师人工审核" + (f"（{issue.where}）" if issue.where else ""),

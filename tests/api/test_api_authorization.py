@@ -184,6 +184,13 @@ TABLE: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/tasks"): Row(plain("/api/v1/tasks"), (401, 401, 403, 403, 200, 200, 200, 403)),
     ("GET", "/api/v1/tasks/{task_id}"): Row(
         lambda w: (f"/api/v1/tasks/{member_review(w)['task']['id']}", {}), (401, 401, 200, 404, 200, 404, 200, 403)),
+    ("GET", "/api/v1/queue"): Row(plain("/api/v1/queue"), (401, 401, 403, 403, 200, 200, 200, 403)),
+    ("GET", "/api/v1/tasks/{task_id}/history"): Row(
+        lambda w: (f"/api/v1/tasks/{member_review(w)['task']['id']}/history", {}),
+        (401, 401, 403, 403, 200, 404, 200, 403)),
+    ("POST", "/api/v1/tasks/{task_id}/claim"): Row(
+        lambda w: (f"/api/v1/tasks/{member_review(w)['task']['id']}/claim", {}),
+        (401, 401, 403, 403, 200, 404, 403, 403)),
     ("POST", "/api/v1/tasks/{task_id}/decision"): Row(
         lambda w: (f"/api/v1/tasks/{claimed_task(w)}/decision", {"json": {"decision": "approve"}}),
         (401, 401, 403, 403, 200, 404, 403, 403)),

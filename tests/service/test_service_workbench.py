@@ -50,9 +50,9 @@ def test_pharmacist_works_the_queue_with_the_keyboard(running: tuple[Deployment,
         expect(page.locator("#findings-title")).to_contain_text("系统发现的问题")
 
         page.keyboard.press("j")
-        expect(page.locator("#queue li").nth(1)).to_have_class("selected")
+        expect(page.locator("#queue li").nth(1)).to_have_class(re.compile(r"\bselected\b"))
         page.keyboard.press("k")
-        expect(page.locator("#queue li").nth(0)).to_have_class("selected")
+        expect(page.locator("#queue li").nth(0)).to_have_class(re.compile(r"\bselected\b"))
 
         page.keyboard.press("c")
         expect(page.locator("#status")).to_contain_text("已领取")
