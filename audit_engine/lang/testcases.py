@@ -210,6 +210,7 @@ def _read_item(brief: n.Brief, index: int, cur: _Words, dictionary: Any | None,
                 item["days"] = units.convert(value, unit or "天", "天")
             elif dim is not None and unit is not None:
                 dose = drug.canonical_dose(value, unit) if drug is not None else None
+                item["dose_unit"] = unit  # as written, for messages (render.format_field)
                 if dose is None and dim in dosing.DOSE_KEYS:
                     dose = (dim, value * units.UNITS[unit].factor)
                 if dose is None:
