@@ -42,7 +42,13 @@ class Quantity:
 
 
 def hint_for(word: str, choices: Iterable[str]) -> str | None:
-    """A "did you mean" hint naming the closest of ``choices``, or None."""
+    """A "did you mean" hint naming the closest of ``choices`` (a known common name of a class
+    first: ``抗生素`` → ``抗菌药物``, see ``synonyms``), or None."""
+    from audit_engine.lang.synonyms import synonym_hint
+
+    choices = list(choices)
+    if (by_meaning := synonym_hint(word, choices)) is not None:
+        return by_meaning
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.5)
     return f"是否应为“{close[0]}”？" if close else None
 
