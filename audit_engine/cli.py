@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     bf.add_argument("--date", default=None, help="prescription date YYYY-MM-DD (default: today)")
     bf.add_argument("--identifier", default="BRIEF-1", help="prescription number written into the Bundle")
 
+    from audit_engine.rulebase_cli import add_subparser as add_rulebase
+
+    add_rulebase(sub)
+
     inst = sub.add_parser("institution", help="manage member institutions")
     inst_sub = inst.add_subparsers(dest="action", required=True)
     ia = inst_sub.add_parser("add", help="register an institution and print its API key once")
@@ -77,6 +81,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from audit_engine import review
 
         return review.cmd_review(args.file, rulebase=args.rulebase, as_json=args.json)
+    if args.command == "rulebase":
+        from audit_engine import rulebase_cli
+
+        return rulebase_cli.cmd_rulebase(
+            args.action, url=args.url, database_url=args.database_url, path=getattr(args, "path", None),
+            version=getattr(args, "version", None), label=getattr(args, "label", None),
+            limit=getattr(args, "limit", 200), as_json=args.json)
     if args.command == "brief":
         from audit_engine import brief_cli
 
