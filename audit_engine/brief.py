@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from audit_engine.engine import Engine
     from audit_engine.review import ReviewResult
 
-BRIEF_WORDS = ("患者", "处方", "医师", "机构", "诊断", "药品", "测试", "test")
+BRIEF_WORDS = ("患者", "处方", "医师", "机构", "诊断", "药品", "测试", "patient", "prescription", "prescriber",
+               "institution", "diagnosis", "drug", "test")
 _PREFIX = '测试 "简要处方" { '
 _NUM_UNIT = re.compile(r"^(\d+(?:\.\d+)?)(.*)$")
 
@@ -119,7 +120,10 @@ _ROUTE_CODES = {"口服": "26643006", "静滴": "47625008", "静注": "47625008"
                 "煎服": "26643006"}
 _UCUM = {"µg": "ug", "IU": "[iU]", "万IU": "10*4.[iU]"}
 # Facts the brief may set directly that FHIR carries only through a coded diagnosis.
-_FROM_DIAGNOSES = {"chronic": "慢病", "hepatic_impairment": "肝功能不全", "chronic_pain": "癌痛或慢性痛"}
+_FROM_DIAGNOSES = {"chronic": ("慢病", '诊断 "I10" 名称 "原发性高血压"'),
+                   "hepatic_impairment": ("肝功能不全", '诊断 "K72.9" 名称 "肝功能衰竭"'),
+                   "chronic_pain": ("癌痛或慢性痛", '诊断 "G89.3" 名称 "肿瘤相关疼痛"')}
+CAVEAT_DIAGNOSIS = "在 FHIR 中由诊断得出"
 
 
 @dataclass(frozen=True)
@@ -247,9 +251,9 @@ def to_fhir(brief: BriefPrescription, *, today: date | None = None,
                                                                                   if dx.get("name") else {})}],
                              **({"text": dx["name"]} if dx.get("name") else {})},
                     "subject": _ref("Patient", "pat")})
-    for key, zh in _FROM_DIAGNOSES.items():
+    for key, (zh, example) in _FROM_DIAGNOSES.items():
         if p.get(key) and not facts.diagnoses:
-            notes.append(f"患者“{zh}”在 FHIR 中由诊断得出：请在简要处方中写上相应诊断（如 诊断 \"I10\" 名称 \"高血压\"）")
+            notes.append(f"患者“{zh}”{CAVEAT_DIAGNOSIS}：Bundle 中没有它；请在简要处方中写上相应诊断（如 {example}）")
     for i, allergen in enumerate(p.get("allergies", []), start=1):
         res.append({"resourceType": "AllergyIntolerance", "id": f"allergy-{i}",
                     "clinicalStatus": {"coding": [{
@@ -287,7 +291,9 @@ def to_fhir(brief: BriefPrescription, *, today: date | None = None,
         route = order.route
         if route is None and item.get("route") is not None:
             route = item["route"]
-        if route is None and drug is not None and drug.route:
+        if item.get("route_stated") is False:
+            route = None  # written as not stated: the Bundle leaves it out, as the HIS did
+        elif route is None and drug is not None and drug.route:
             route = drug.route
             notes.append(f"药品 {order.name} 未写给药途径：按药品字典写入默认途径“{route}”")
         if route is not None:
