@@ -103,8 +103,7 @@ def orphans(root: Path, files: _Files) -> list[Diagnostic]:
         importer = _importer_for(real, files, root)
         line = f'导入 "{Path(os.path.relpath(real, importer.parent)).as_posix()}"'
         out.append(Diagnostic(shown_path(real), 1, 1,
-                              f"此文件未被导入，其中的规则、覆盖和测试都不会生效：请在 {shown_path(importer)} 中加一行 {line}",
-                              hint=f"在 {shown_path(importer)} 中加一行：{line}"))
+                              f"此文件未被导入，其中的规则、覆盖和测试都不会生效：请在 {shown_path(importer)} 中加一行 {line}"))
     return out
 
 
