@@ -4,7 +4,8 @@ Every table under ``rulebase/tables`` is written in one declared dialect, :data:
 UTF-8 (a BOM is tolerated), a header row, ASCII commas between cells, a cell holding a comma
 or a quote enclosed in ASCII double quotes with an inner quote doubled (``"a,b"``,
 ``"写作""慎用""即可"``), one row per line (no line breaks inside a cell). Lines starting with ``#``
-are comments (a pharmacist may annotate a table); blank lines are skipped.
+are comments (a pharmacist may annotate a table); blank lines are skipped. A data row whose first
+cell starts with ``#`` must therefore quote that cell (``"#1",…``).
 
 :func:`parse_strict` is the one reader of that dialect: a row with too many or too few cells,
 or an unbalanced quote, is a ``file:line`` diagnostic that says how to quote a cell, never a

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audit_engine.knowledge.csvio import parse_strict
@@ -77,17 +77,21 @@ cell = st.text(alphabet=st.sampled_from(list('ab,"，甲 ')), max_size=6)
 
 
 @given(st.lists(st.lists(cell, min_size=3, max_size=3), min_size=1, max_size=5))
+@settings(max_examples=300)
 def test_rows_written_by_a_standard_csv_writer_read_back_cell_for_cell(rows: list[list[str]]) -> None:
     import csv
     import io
 
     from audit_engine.knowledge.csvio import DIALECT
 
-    buf = io.StringIO()
-    writer = csv.writer(buf, DIALECT)
-    writer.writerow(["a", "b", "c"])
-    rows = [r for r in rows if not r[0].lstrip().startswith("#") and any(c.strip() for c in r)]
-    writer.writerows(rows)
-    parsed = parse_strict(buf.getvalue(), "t.csv")
+    def written(row: list[str]) -> str:
+        buf = io.StringIO()
+        csv.writer(buf, DIALECT).writerow(row)
+        return buf.getvalue().rstrip("\n")
+
+    lines = [written(["a", "b", "c"]), *(written(r) for r in rows)]
+    parsed = parse_strict("\n".join(lines) + "\n", "t.csv")
     assert parsed.diagnostics == ()
-    assert [list(r.cells) for r in parsed.rows] == rows
+    # A written line that is blank or starts with # reads as a comment: the dialect's one ambiguity.
+    kept = [r for r in rows if written(r).strip() and not written(r).lstrip().startswith("#")]
+    assert [list(r.cells) for r in parsed.rows] == kept
