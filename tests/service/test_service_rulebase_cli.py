@@ -158,6 +158,7 @@ def test_the_same_steps_straight_on_the_database_and_the_service_follows(service
     db = ["--database-url", db_url]
     pushed = run(admin, "rulebase", "push", str(work), *db).stdout
     v = re.search(r"已上传版本 ([0-9a-f]{64})", pushed).group(1)  # type: ignore[union-attr]
+    assert run(admin, "rulebase", "dry-run", v[:10], *db).stdout.startswith(f"试运行版本 {v[:16]}：重审最近 0 张处方")
     out = run(admin, "rulebase", "activate", v[:10], *db).stdout
     assert "各服务进程将在轮询间隔内切换到该版本" in out
     import time
@@ -168,6 +169,15 @@ def test_the_same_steps_straight_on_the_database_and_the_service_follows(service
             break
         time.sleep(0.5)
     assert httpx.get(f"{server.base}/health", timeout=5).json()["rulebase"]["version"] == v
+    assert run(admin, "rulebase", "list", *db).stdout.startswith(f"* {v[:16]}  active")
+    rolled = run(admin, "rulebase", "rollback", *db).stdout
+    assert rolled.startswith("已回滚到版本 ") and v not in rolled
+    engine = sa.create_engine(db_url)
+    with engine.connect() as c:
+        actions = c.execute(sa.text("SELECT action, actor_name FROM audit_log WHERE object_type = 'rulebase' "
+                                    "AND actor_name = 'zhuren' ORDER BY id")).all()
+    engine.dispose()
+    assert [a for a, _ in actions] == ["rulebase.uploaded", "rulebase.activated", "rulebase.rolled_back"]
 
 
 def test_a_pharmacist_cannot_push_and_a_broken_rulebase_is_refused_with_file_line_col(service: Any,
