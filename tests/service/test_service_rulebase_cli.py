@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from dbutil import fresh_database
 from svcutil import ROOT, Server, free_port, service_env
 
 RULE = """
@@ -59,8 +60,13 @@ def rule_ids(review: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Any:
-    url = f"sqlite:///{tmp_path / 'audit.sqlite'}"
+def service(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A running service on a fresh database (SQLite unless the test asks for PostgreSQL)."""
+    for url in fresh_database(getattr(request, "param", "sqlite"), tmp_path):
+        yield from _serve(url, tmp_path)
+
+
+def _serve(url: str, tmp_path: Path) -> Any:
     env = service_env(url, tmp_path)
     env.pop("AUDIT_ENGINE_FACTORY")  # the real rules network: this test is about the rules
     env["AUDIT_RULEBASE"] = str(ROOT / "rulebase")
@@ -148,6 +154,7 @@ def test_write_try_push_validate_activate_and_roll_back_with_the_cli(service: An
     assert {who for _, who in steps} == {"zhuren"}
 
 
+@pytest.mark.parametrize("service", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 def test_the_same_steps_straight_on_the_database_and_the_service_follows(service: Any, tmp_path: Path) -> None:
     server, env, _key, db_url = service
     work = tmp_path / "county-rules"
