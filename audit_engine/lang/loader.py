@@ -102,8 +102,11 @@ def orphans(root: Path, files: _Files) -> list[Diagnostic]:
             continue
         importer = _importer_for(real, files, root)
         line = f'导入 "{Path(os.path.relpath(real, importer.parent)).as_posix()}"'
+        where = shown_path(importer)
+        if Path(where).is_absolute():  # outside the working directory (an uploaded copy): name it in the rulebase
+            where = importer.relative_to(root).as_posix() if importer.is_relative_to(root) else importer.name
         out.append(Diagnostic(shown_path(real), 1, 1,
-                              f"此文件未被导入，其中的规则、覆盖和测试都不会生效：请在 {shown_path(importer)} 中加一行 {line}"))
+                              f"此文件未被导入，其中的规则、覆盖和测试都不会生效：请在 {where} 中加一行 {line}"))
     return out
 
 

@@ -45,3 +45,14 @@ def test_dotdot_out_of_the_uploaded_folder_is_refused(rules_world: World) -> Non
     status, body = validate(rules_world, files)
     assert status == 422
     assert any("规则库目录之外" in d["message"] and d["line"] == 1 for d in body["diagnostics"])
+
+
+def test_an_uploaded_file_nobody_imports_is_named_with_the_line_to_add(rules_world: World) -> None:
+    files = sample_files()
+    files["institutions/dc-9.rules"] = '导入 "../base.rules"\n'
+    status, body = validate(rules_world, files)
+    assert status == 422
+    (diag,) = body["diagnostics"]
+    assert diag["file"] == "institutions/dc-9.rules" and diag["line"] == 1
+    assert diag["message"].endswith('中加一行 导入 "institutions/dc-9.rules"')
+    assert "/" not in diag["message"].split("请在 ")[1].split(" 中加一行")[0]
