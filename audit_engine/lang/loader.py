@@ -42,6 +42,7 @@ class _Files:
         self.order: list[tuple[Path, n.RuleFile]] = []
         self.done: set[Path] = set()
         self.raw: dict[Path, bytes] = {}
+        self.unparsed = False  # some file did not parse: its imports are unknown
 
     def visit(self, path: Path, stack: list[Path], via: n.Import | None) -> None:
         path = path.resolve()
@@ -70,6 +71,7 @@ class _Files:
             parsed = parse_text(text, shown)
         except RulebaseError as err:
             self.diags.extend(err.diagnostics)
+            self.unparsed = True
             return
         for imp in parsed.imports:
             target, problem = confined(imp.path, path.parent, self.root)
@@ -141,7 +143,7 @@ def load_rulebase(path: str | Path, *, vocabulary: Vocabulary | None = None) -> 
             diags.append(Diagnostic(shown_path(entry), 1, 1, "规则文件是指向规则库目录之外的链接，不予读取"))
             continue
         files.visit(entry, [], None)
-    if root.is_dir():
+    if root.is_dir() and not files.unparsed:  # with a syntax error, what it imports is unknown
         diags.extend(orphans(confine, files))
     vocab = vocabulary if vocabulary is not None else Vocabulary.default()
 

@@ -118,3 +118,11 @@ def test_a_table_source_climbing_out_is_refused(write: Write, tmp_path: Path, ou
     (outside.parent / "x.csv").write_text("甲,乙\nSECRET,1\n", encoding="utf-8")
     write("main.rules", f'表 外部 来自 "{rel}" {{ 键 甲 列 乙 文本 }}\n' + MAIN)
     assert_refused(diagnostics(tmp_path), "main.rules:1:9: 表“外部”的文件路径指向规则库目录之外")
+
+
+def test_a_syntax_error_in_the_importing_file_is_not_followed_by_orphan_noise(write: Write, tmp_path: Path) -> None:
+    write("main.rules", MAIN)
+    write("overrides.rules", '导入 "institutions/a.rules"\n覆盖 {\n')
+    write("institutions/a.rules", VILLAGE)
+    msgs = diagnostics(tmp_path)
+    assert msgs and all(m.startswith("overrides.rules:") for m in msgs), msgs
