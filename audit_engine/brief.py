@@ -140,7 +140,7 @@ class _Order:
 
 
 def _orders(case: n.TestCase) -> list[_Order]:
-    from audit_engine.lang.testcases import _frequency
+    from audit_engine.lang.testcases import frequency_word
 
     out: list[_Order] = []
     for b in case.briefs:
@@ -166,7 +166,7 @@ def _orders(case: n.TestCase) -> list[_Order]:
                 elif unit is not None:
                     dose = (float(m.group(1)), unit)
                 continue
-            freq = _frequency(w.text) if not w.quoted else None
+            freq = frequency_word(w.text) if not w.quoted else None
             if freq is not None and w.text not in ("按需", "prn"):
                 per_day = freq[0] if freq[0] is not None else per_day
                 prn = prn or freq[1]
