@@ -230,3 +230,118 @@ def _register(db: sa.Engine, model: Any, *, version: str, folder: Path) -> str:
             row.activated_at = utcnow()
             return version
         return str(active.version)
+
+
+# --------------------------------------------------------------------------- lifecycle
+# Upload, activation, rollback and listing, shared by the HTTP routes (api/routes/rulebase.py)
+# and the command line (audit-engine rulebase …, direct database mode), so both apply the same
+# checks and write the same audit entries.
+
+
+class LifecycleError(Exception):
+    """A lifecycle step that cannot be done: ``status`` is the HTTP status the API answers."""
+
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+def store_version(session: Session, principal: Any, files: Mapping[str, str], label: str | None,
+                  checked: Checked) -> tuple[Any, bool]:
+    """Store a checked version (uploaded, not active); (row, created). Idempotent on content."""
+    from audit_engine.store.db import utcnow
+
+    model = _model()
+    assert checked.version is not None
+    row = session.get(model, checked.version)
+    if row is not None:
+        return row, False
+    row = model(version=checked.version, label=label, files=dict(files), status="uploaded",
+                uploaded_by=principal.actor, uploaded_at=utcnow())
+    session.add(row)
+    audit(session, principal, "rulebase.uploaded", str(checked.version))
+    session.commit()
+    return row, True
+
+
+def get_version(session: Session, version: str) -> Any:
+    """The stored version ``version``, or a unique prefix of one (LifecycleError 404/409 otherwise)."""
+    model = _model()
+    row = session.get(model, version)
+    if row is not None:
+        return row
+    if len(version) >= 6 and all(c in "0123456789abcdef" for c in version):
+        found = session.scalars(sa.select(model).where(model.version.startswith(version)).limit(2)).all()
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise LifecycleError(409, f"版本前缀 {version} 对应多个版本，请多写几位", "conflict")
+    raise LifecycleError(404, f"没有规则库版本 {version}", "not-found")
+
+
+def list_versions(session: Session) -> list[Any]:
+    model = _model()
+    return list(session.scalars(sa.select(model).order_by(model.uploaded_at.desc())).all())
+
+
+def activate_version(session: Session, principal: Any, row: Any) -> None:
+    """Make ``row`` the active version (one transaction) and record rulebase.activated."""
+    make_active(session, principal, row, action="rulebase.activated")
+
+
+def rollback_version(session: Session, principal: Any) -> Any:
+    """Re-activate the most recently activated other version; LifecycleError 409 when none."""
+    model = _model()
+    current = session.scalar(sa.select(model).where(model.status == "active"))
+    q = sa.select(model).where(model.activated_at.is_not(None), model.status != "active")
+    previous = session.scalar(q.order_by(model.activated_at.desc()).limit(1))
+    if previous is None:
+        raise LifecycleError(409, "没有可回滚的先前版本", "conflict")
+    make_active(session, principal, previous, action="rulebase.rolled_back",
+                detail={"from": current.version if current else None})
+    return previous
+
+
+def make_active(session: Session, principal: Any, row: Any, *, action: str,
+                detail: dict[str, Any] | None = None) -> None:
+    """One transaction: retire the active row, activate this one (stamping when)."""
+    from audit_engine.store.db import utcnow
+
+    model = _model()
+    try:
+        session.execute(sa.update(model).where(model.status == "active", model.version != row.version)
+                        .values(status="retired"))
+        row.status = "active"
+        row.activated_at = utcnow()
+        audit(session, principal, action, row.version, detail)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def audit(session: Session, principal: Any, action: str, version: str, detail: dict[str, Any] | None = None) -> None:
+    from audit_engine import audit_log
+
+    audit_log.append(session, actor=audit_log.Actor.of(principal), action=action, object_type="rulebase",
+                     object_id=version[:64], detail=detail or {})
+
+
+def row_json(row: Any) -> dict[str, Any]:
+    """A stored version as the API and the command line show it."""
+    return {
+        "version": row.version,
+        "label": row.label,
+        "status": row.status,
+        "active": row.status == "active",
+        "uploaded_by": row.uploaded_by,
+        "uploaded_at": row.uploaded_at.isoformat(timespec="seconds") + "Z" if row.uploaded_at else None,
+        "activated_at": row.activated_at.isoformat(timespec="seconds") + "Z" if row.activated_at else None,
+        "files": sorted(row.files),
+    }
+
+
+def diag_json(d: Diagnostic) -> dict[str, Any]:
+    return {"file": d.file, "line": d.line, "col": d.col, "message": d.message, "hint": d.hint, "text": d.render()}

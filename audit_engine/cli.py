@@ -30,9 +30,21 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("test", help="run the test cases written in the rule files")
     t.add_argument("path")
 
-    r = sub.add_parser("review", help="review one FHIR Bundle offline and print the findings as JSON")
-    r.add_argument("file")
+    r = sub.add_parser("review", help="review one prescription offline (FHIR JSON or the brief form; - for stdin)")
+    r.add_argument("file", help="a FHIR Bundle / CDS request / MedicationRequest, or a brief prescription; - = stdin")
     r.add_argument("--rulebase", default=None, help="rulebase folder (default: AUDIT_RULEBASE or the shipped one)")
+    r.add_argument("--json", action="store_true", help="print the machine form (JSON) instead of the summary")
+
+    b = sub.add_parser("brief", help="brief prescriptions (the short form of the rule test cases)")
+    b_sub = b.add_subparsers(dest="action", required=True)
+    bf = b_sub.add_parser("to-fhir", help="convert a brief prescription to a FHIR R4 Bundle (JSON on stdout)")
+    bf.add_argument("file", help="the brief prescription; - = stdin")
+    bf.add_argument("--date", default=None, help="prescription date YYYY-MM-DD (default: today)")
+    bf.add_argument("--identifier", default="BRIEF-1", help="prescription number written into the Bundle")
+
+    from audit_engine.rulebase_cli import add_subparser as add_rulebase
+
+    add_rulebase(sub)
 
     inst = sub.add_parser("institution", help="manage member institutions")
     inst_sub = inst.add_subparsers(dest="action", required=True)
@@ -95,6 +107,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         from audit_engine.stats.report_cli import cmd_report
 
         return cmd_report(args)
+        return review.cmd_review(args.file, rulebase=args.rulebase, as_json=args.json)
+    if args.command == "rulebase":
+        from audit_engine import rulebase_cli
+
+        return rulebase_cli.cmd_rulebase(
+            args.action, url=args.url, database_url=args.database_url, path=getattr(args, "path", None),
+            version=getattr(args, "version", None), label=getattr(args, "label", None),
+            limit=getattr(args, "limit", 200), as_json=args.json)
+    if args.command == "brief":
+        from audit_engine import brief_cli
+
+        return brief_cli.cmd_to_fhir(args.file, date_text=args.date, identifier=args.identifier)
     from api import server
 
     if args.command == "serve":

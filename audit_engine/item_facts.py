@@ -461,6 +461,8 @@ def normalise_item(entry: ResourceEntry, intake: Intake, *, dictionary: Dictiona
                 dose_max[dim] = max(dose_max.get(dim, 0.0), v)
         daily = _daily(doses)
         item.update(dosing.dose_facts(dose_max, daily, weight_kg))
+        if read[0].raw_unit:
+            item["dose_unit"] = read[0].raw_unit  # as written, for messages (render.format_field)
     else:
         daily = {}
     freqs = [d.per_day for d in doses if d.per_day is not None]

@@ -139,6 +139,7 @@ FIELDS: tuple[Field, ...] = (
        variants={"mass": "daily_dose_mg", "volume": "daily_dose_ml", "activity": "daily_dose_iu"}),
     _f("item", "dose_per_kg", "单次剂量每公斤", "quantity", "Dose per administration per kg body weight.", unit="mg/kg"),
     _f("item", "daily_dose_per_kg", "日剂量每公斤", "quantity", "Daily dose per kg body weight.", unit="mg/kg"),
+    _f("item", "dose_unit", "剂量单位", "text", "The unit the dose was written in (mg, g, 片 …); messages show doses in it."),
     _f("item", "frequency", "频次", "number", "Administrations per day (prn counts its stated maximum).", unit="次/日"),
     _f("item", "days", "天数", "quantity", "Days' supply.", unit="天"),
     _f("item", "prn", "按需", "bool", "As needed."),

@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from api.deps import PharmacistDep, QueueReaderDep, SessionDep
+from api.errors import ApiError
 from api.openapi import errors
 from api.schemas import TaskId
-from api.errors import ApiError
 from api.views import jsonable
 
 router = APIRouter(prefix="/api/v1", tags=["queue"])

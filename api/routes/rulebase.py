@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -29,27 +28,16 @@ from api.schemas import (
     RulebaseUploaded,
     RulebaseVersionId,
 )
-from audit_engine.errors import Diagnostic, InputIssue, IntakeError
+from audit_engine.errors import InputIssue, IntakeError
 
 router = APIRouter(prefix="/api/v1/rulebases", tags=["rulebase"])
 
 
-def _diag_json(d: Diagnostic) -> dict[str, Any]:
-    return {"file": d.file, "line": d.line, "col": d.col, "message": d.message, "hint": d.hint,
-            "text": d.render()}
+_diag_json = rulebases.diag_json
 
 
-def _row_json(row: Any, *, active_version: str | None = None) -> dict[str, Any]:
-    return {
-        "version": row.version,
-        "label": row.label,
-        "status": row.status,
-        "active": row.status == "active",
-        "uploaded_by": row.uploaded_by,
-        "uploaded_at": row.uploaded_at.isoformat(timespec="seconds") + "Z" if row.uploaded_at else None,
-        "activated_at": row.activated_at.isoformat(timespec="seconds") + "Z" if row.activated_at else None,
-        "files": sorted(row.files),
-    }
+def _row_json(row: Any) -> dict[str, Any]:
+    return rulebases.row_json(row)
 
 
 async def _files_from_request(request: Request, max_bytes: int) -> tuple[dict[str, str], str | None]:
@@ -114,9 +102,6 @@ async def validate(request: Request, runtime: RuntimeDep, _: AdminDep) -> JSONRe
                         **json_or_outcome(422, RulebaseCheck, "校验失败（diagnostics 列出每处 file:line:col），"
                                                               "或上传内容不可读（OperationOutcome）")})
 async def upload(request: Request, runtime: RuntimeDep, session: SessionDep, principal: AdminDep) -> JSONResponse:
-    from audit_engine.store.db import utcnow
-    from audit_engine.store.models import RulebaseVersion
-
     files, label = await _files_from_request(request, runtime.settings.max_body_bytes)
     checked = await run_in_threadpool(rulebases.check_files, files, runtime.settings)
     if not checked.ok or checked.version is None:
@@ -124,15 +109,7 @@ async def upload(request: Request, runtime: RuntimeDep, session: SessionDep, pri
                             status_code=422)
 
     def store() -> tuple[Any, bool]:
-        row = session.get(RulebaseVersion, checked.version)
-        if row is not None:
-            return row, False
-        row = RulebaseVersion(version=checked.version, label=label, files=files, status="uploaded",
-                              uploaded_by=principal.actor, uploaded_at=utcnow())
-        session.add(row)
-        _audit(session, principal, "rulebase.uploaded", str(checked.version))
-        session.commit()
-        return row, True
+        return rulebases.store_version(session, principal, files, label, checked)
 
     row, created = await run_in_threadpool(store)
     return JSONResponse({"ok": True, **_row_json(row), "rules": checked.rule_count}, status_code=201 if created else 200)
@@ -140,10 +117,7 @@ async def upload(request: Request, runtime: RuntimeDep, session: SessionDep, pri
 
 @router.get("", response_model=RulebaseList, summary="列出规则库版本", responses=errors(401, 403, 429))
 def list_versions(session: SessionDep, _: AdminDep) -> JSONResponse:
-    from audit_engine.store.models import RulebaseVersion
-
-    rows = session.scalars(sa.select(RulebaseVersion).order_by(RulebaseVersion.uploaded_at.desc())).all()
-    return JSONResponse({"versions": [_row_json(r) for r in rows]})
+    return JSONResponse({"versions": [_row_json(r) for r in rulebases.list_versions(session)]})
 
 
 @router.post("/{version}/dry-run", response_model=DryRunReport, summary="试运行：用该版本重审最近的处方，报告结论将如何变化",
@@ -162,7 +136,7 @@ async def dry_run(version: RulebaseVersionId, runtime: RuntimeDep, session: Sess
              summary="激活该版本（原子切换；进行中的审核用旧版本完成）", responses=errors(401, 403, 404, 422, 429))
 def activate(version: RulebaseVersionId, runtime: RuntimeDep, session: SessionDep, principal: AdminDep) -> JSONResponse:
     row = _get(session, version)
-    _make_active(session, principal, row, action="rulebase.activated")
+    rulebases.activate_version(session, principal, row)
     runtime.sync_rulebase()
     return JSONResponse({**_row_json(row), "serving": runtime.engine.version if runtime.engine else None})
 
@@ -170,48 +144,16 @@ def activate(version: RulebaseVersionId, runtime: RuntimeDep, session: SessionDe
 @router.post("/rollback", response_model=RulebaseServing, summary="回滚到上一个激活过的版本",
              responses=errors(401, 403, 409, 429, descriptions={409: "没有可回滚的先前版本"}))
 def rollback(runtime: RuntimeDep, session: SessionDep, principal: AdminDep) -> JSONResponse:
-    from audit_engine.store.models import RulebaseVersion
-
-    current = session.scalar(sa.select(RulebaseVersion).where(RulebaseVersion.status == "active"))
-    q = sa.select(RulebaseVersion).where(RulebaseVersion.activated_at.is_not(None), RulebaseVersion.status != "active")
-    previous = session.scalar(q.order_by(RulebaseVersion.activated_at.desc()).limit(1))
-    if previous is None:
-        raise ApiError(409, "没有可回滚的先前版本", code="conflict")
-    _make_active(session, principal, previous, action="rulebase.rolled_back",
-                 detail={"from": current.version if current else None})
+    try:
+        previous = rulebases.rollback_version(session, principal)
+    except rulebases.LifecycleError as err:
+        raise ApiError(err.status, err.message, code=err.code) from None
     runtime.sync_rulebase()
     return JSONResponse({**_row_json(previous), "serving": runtime.engine.version if runtime.engine else None})
 
 
 def _get(session: Any, version: str) -> Any:
-    from audit_engine.store.models import RulebaseVersion
-
-    row = session.get(RulebaseVersion, version)
-    if row is None:
-        raise ApiError(404, f"没有规则库版本 {version}", code="not-found")
-    return row
-
-
-def _make_active(session: Any, principal: Any, row: Any, *, action: str, detail: dict[str, Any] | None = None) -> None:
-    """One transaction: retire the active row, activate this one (stamping when)."""
-    from audit_engine.store.db import utcnow
-    from audit_engine.store.models import RulebaseVersion
-
     try:
-        session.execute(sa.update(RulebaseVersion).where(RulebaseVersion.status == "active",
-                                                         RulebaseVersion.version != row.version)
-                        .values(status="retired"))
-        row.status = "active"
-        row.activated_at = utcnow()
-        _audit(session, principal, action, row.version, detail)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-
-
-def _audit(session: Any, principal: Any, action: str, version: str, detail: dict[str, Any] | None = None) -> None:
-    from audit_engine import audit_log
-
-    audit_log.append(session, actor=audit_log.Actor.of(principal), action=action, object_type="rulebase",
-                     object_id=version[:64], detail=detail or {})
+        return rulebases.get_version(session, version)
+    except rulebases.LifecycleError as err:
+        raise ApiError(err.status, err.message, code=err.code) from None

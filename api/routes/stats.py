@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from api.deps import RuntimeDep, SessionDep, StatsReaderDep
 from api.openapi import errors
 from api.runtime import Runtime
-from audit_engine.auth import Principal
 
 router = APIRouter(prefix="/api/v1/stats", tags=["stats"])
 

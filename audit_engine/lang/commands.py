@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any, TextIO
 
 from audit_engine.engine import Engine
@@ -53,6 +54,8 @@ def cmd_check(path: str, out: TextIO | None = None) -> int:
         for (main, sub), count in sorted(by_sub.items()):
             if main == cat:
                 print(f"    {main}.{sub} {count}", file=out)
+    for name, table in sorted(rb.tables.items(), key=lambda kv: kv[1].path):
+        print(f"  表 {name}：{len(table.rows)} 行（{_shown_table(table.path)}）", file=out)
     if isinstance(built, str):
         print(built, file=out)
         return 1
@@ -60,6 +63,12 @@ def cmd_check(path: str, out: TextIO | None = None) -> int:
     print(f"版本 {built.version}", file=out)
     built.close()
     return 0
+
+
+def _shown_table(path: str) -> str:
+    from audit_engine.lang.loader import shown_path
+
+    return shown_path(Path(path))
 
 
 def _build_network(rb: n.Rulebase) -> Engine | str:

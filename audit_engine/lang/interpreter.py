@@ -288,7 +288,7 @@ def _finding(rule: n.Rule, level: n.Level, ev: Evaluator, env: Env, implicated: 
     assert rule.category is not None
     return Finding(
         rule_id=rule.id, title=rule.title, category=rule.category.main, subtype=rule.category.sub,
-        level=value, message=r.render(rule.message, data, rows) or "", evidence=rule.evidence or "",
+        level=value, message=r.render(rule.message, data, rows) or "", evidence=r.evidence(rule, rows),
         implicated=implicated, suggestion=r.render(rule.suggestion, data, rows),
         source=f"{rule.span.file}:{rule.span.line}",
     )

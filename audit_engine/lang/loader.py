@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
 
 from audit_engine.errors import Diagnostic, RulebaseError
 from audit_engine.lang import nodes as n
 from audit_engine.lang.checker import Checker, Vocabulary
+from audit_engine.lang.confine import confined, rulebase_root
 from audit_engine.lang.parser import parse_text
 from audit_engine.lang.tables import TableData, hint_for, load_table, remember_source, source_line
 
@@ -34,11 +36,13 @@ def _at(span: n.Span, message: str, hint: str | None = None) -> Diagnostic:
 class _Files:
     """Parses files in import order, collecting diagnostics."""
 
-    def __init__(self, diags: list[Diagnostic]) -> None:
+    def __init__(self, diags: list[Diagnostic], root: Path) -> None:
         self.diags = diags
+        self.root = root
         self.order: list[tuple[Path, n.RuleFile]] = []
         self.done: set[Path] = set()
         self.raw: dict[Path, bytes] = {}
+        self.unparsed = False  # some file did not parse: its imports are unknown
 
     def visit(self, path: Path, stack: list[Path], via: n.Import | None) -> None:
         path = path.resolve()
@@ -67,9 +71,15 @@ class _Files:
             parsed = parse_text(text, shown)
         except RulebaseError as err:
             self.diags.extend(err.diagnostics)
+            self.unparsed = True
             return
         for imp in parsed.imports:
-            self.visit(path.parent / imp.path, [*stack, path], imp)
+            target, problem = confined(imp.path, path.parent, self.root)
+            if problem is not None:
+                self.diags.append(_at(imp.span, f"导入的{problem}"))
+                continue
+            assert target is not None
+            self.visit(target, [*stack, path], imp)
         self.order.append((path, parsed))
 
 
@@ -80,6 +90,39 @@ def rule_files(path: Path) -> list[Path]:
     return [path]
 
 
+def orphans(root: Path, files: _Files) -> list[Diagnostic]:
+    """A diagnostic for every ``.rules`` file under ``root`` that nothing loaded.
+
+    Top-level files load by themselves; a file in a sub-folder (``institutions/``) loads only
+    when imported, and one nobody imports would silently never apply. The diagnostic names the
+    file that imports its siblings (else a top-level file) and the exact line to add there."""
+    loaded = set(files.done)
+    out: list[Diagnostic] = []
+    for p in sorted(root.rglob("*.rules")):
+        real = p.resolve()
+        if real in loaded or not real.is_relative_to(root) or any(part.startswith(".") for part in p.relative_to(root).parts):
+            continue
+        importer = _importer_for(real, files, root)
+        line = f'导入 "{Path(os.path.relpath(real, importer.parent)).as_posix()}"'
+        where = shown_path(importer)
+        if Path(where).is_absolute():  # outside the working directory (an uploaded copy): name it in the rulebase
+            where = importer.relative_to(root).as_posix() if importer.is_relative_to(root) else importer.name
+        out.append(Diagnostic(shown_path(real), 1, 1,
+                              f"此文件未被导入，其中的规则、覆盖和测试都不会生效：请在 {where} 中加一行 {line}"))
+    return out
+
+
+def _importer_for(orphan: Path, files: _Files, root: Path) -> Path:
+    """The loaded file that already imports files from ``orphan``'s folder, else a top-level one."""
+    for fpath, rf in files.order:
+        for imp in rf.imports:
+            if (fpath.parent / imp.path).resolve().parent == orphan.parent:
+                return fpath
+    top = sorted(p.resolve() for p in root.glob("*.rules"))
+    named = [p for p in top if p.name == "overrides.rules"]
+    return (named or top or [root / "overrides.rules"])[0]
+
+
 def load_rulebase(path: str | Path, *, vocabulary: Vocabulary | None = None) -> n.Rulebase:
     """Load, check and fold a rulebase (a ``.rules`` file or a folder of them).
 
@@ -87,14 +130,21 @@ def load_rulebase(path: str | Path, *, vocabulary: Vocabulary | None = None) -> 
     """
     root = Path(path)
     diags: list[Diagnostic] = []
-    files = _Files(diags)
-    entries = rule_files(root)
     if not root.exists():
         raise RulebaseError([Diagnostic(str(root), 1, 1, "规则文件或目录不存在")])
+    confine = rulebase_root(root)
+    files = _Files(diags, confine)
+    entries = rule_files(root)
     if not entries:
         raise RulebaseError([Diagnostic(str(root), 1, 1, "目录中没有 .rules 文件")])
     for entry in entries:
+        entry_real = entry.resolve()
+        if not entry_real.is_relative_to(confine):
+            diags.append(Diagnostic(shown_path(entry), 1, 1, "规则文件是指向规则库目录之外的链接，不予读取"))
+            continue
         files.visit(entry, [], None)
+    if root.is_dir() and not files.unparsed:  # with a syntax error, what it imports is unknown
+        diags.extend(orphans(confine, files))
     vocab = vocabulary if vocabulary is not None else Vocabulary.default()
 
     # tables
@@ -109,7 +159,7 @@ def load_rulebase(path: str | Path, *, vocabulary: Vocabulary | None = None) -> 
                 continue
             decls[decl.name] = decl
             _check_decl(decl, diags)
-            loaded = load_table(decl, fpath.parent, diags)
+            loaded = load_table(decl, fpath.parent, diags, confine)
             if loaded is not None:
                 data[decl.name] = loaded
                 table_bytes[Path(loaded.path)] = Path(loaded.path).read_bytes()

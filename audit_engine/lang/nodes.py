@@ -589,6 +589,7 @@ class TableDecl:
     columns: tuple[ValueColumn, ...]
     prefer: Prefer | None
     span: Span
+    source_span: Span | None = field(default=None, compare=False)  # the quoted path, for path errors
 
 
 # --------------------------------------------------------------------------- test cases

@@ -149,7 +149,8 @@ class _Build(Transformer[Token, Any]):
     # -- tables
     def table(self, c: list[Any]) -> n.TableDecl:
         prefer = c[4] if len(c) > 4 else None
-        return n.TableDecl(str(c[0]), _unquote(c[1]), tuple(c[2]), tuple(c[3]), prefer, self._cover(c))
+        return n.TableDecl(str(c[0]), _unquote(c[1]), tuple(c[2]), tuple(c[3]), prefer, self._cover(c),
+                           self._tspan(c[1]))
 
     def table_keys(self, c: list[n.KeyColumn]) -> list[n.KeyColumn]:
         return c

@@ -32,11 +32,37 @@ def format_field(f: schema.Field, data: Mapping[str, Any]) -> str:
     if f.variants:
         for dim, key in f.variants.items():
             if key in data:
-                return f"{format_number(data[key])} {units.BASE_UNITS[dim]}"
+                unit = shown_unit(dim, data) if f.entity == "item" else units.BASE_UNITS[dim]
+                return f"{format_number(data[key] / units.lookup(unit).factor)} {unit}"
         return UNKNOWN
     if f.name not in data:
         return UNKNOWN
     return format_value(data[f.name])
+
+
+def shown_unit(dimension: str, item: Mapping[str, Any]) -> str:
+    """The unit an item's dose of ``dimension`` is shown in: the unit it was prescribed in
+    (``dose_unit``) when that measures the same dimension, so 饮片 written in g read
+    ``每日 6 g``, not ``6000 mg``; else g for a 饮片, else the dimension's base unit."""
+    written = item.get("dose_unit")
+    if isinstance(written, str) and written in units.UNITS and units.UNITS[written].dimension == dimension:
+        return written
+    if dimension == "mass" and item.get("herbal"):
+        return "g"
+    return units.BASE_UNITS[dimension]
+
+
+def evidence(rule: n.Rule, rows: Mapping[str, Mapping[str, Any] | None]) -> str:
+    """A finding's 依据: the source (来源 cell) of every table row that drove it, then the rule's own."""
+    cited = []
+    for name, row in rows.items():
+        source = row.get("_source") if row is not None else None
+        if source:
+            cited.append(f"{source}（表“{name}”第 {row['_line']} 行）")  # type: ignore[index]
+    own = rule.evidence or ""
+    if not cited:
+        return own
+    return "；".join(cited) + (f"；规则依据：{own}" if own else "")
 
 
 def format_value(v: Any) -> str:

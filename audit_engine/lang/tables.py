@@ -12,7 +12,6 @@ once per column with a ``Domain`` (see ``checker.Checker.check_table_cells``).
 
 from __future__ import annotations
 
-import csv
 import difflib
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -43,7 +42,13 @@ class Quantity:
 
 
 def hint_for(word: str, choices: Iterable[str]) -> str | None:
-    """A "did you mean" hint naming the closest of ``choices``, or None."""
+    """A "did you mean" hint naming the closest of ``choices`` (a known common name of a class
+    first: ``抗生素`` → ``抗菌药物``, see ``synonyms``), or None."""
+    from audit_engine.lang.synonyms import synonym_hint
+
+    choices = list(choices)
+    if (by_meaning := synonym_hint(word, choices)) is not None:
+        return by_meaning
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.5)
     return f"是否应为“{close[0]}”？" if close else None
 
@@ -161,44 +166,59 @@ def _cell_matches(cell: str | None, match: str, value: Any) -> bool:
     return any(v == cell for v in values)
 
 
-def load_table(decl: n.TableDecl, base_dir: Path, diagnostics: list[Diagnostic]) -> TableData | None:
-    """Read the CSV of ``decl`` (path relative to ``base_dir``); problems go to ``diagnostics``."""
-    path = (base_dir / decl.source).resolve()
+def load_table(decl: n.TableDecl, base_dir: Path, diagnostics: list[Diagnostic],
+               root: Path | None = None) -> TableData | None:
+    """Read the CSV of ``decl`` (path relative to ``base_dir``); problems go to ``diagnostics``.
+
+    The file must lie inside ``root`` (the rulebase folder, ``base_dir`` when not given): a
+    source outside it is an error at the declaration, and the file is never opened."""
+    from audit_engine.knowledge.csvio import parse_strict
+    from audit_engine.lang.confine import confined
+
+    path, problem = confined(decl.source, base_dir, root if root is not None else base_dir)
+    if problem is not None:
+        diagnostics.append(_at(decl.source_span or decl.span, f"表“{decl.name}”的文件{problem}"))
+        return None
+    assert path is not None
     shown = _shown(path)
     if not path.is_file():
         diagnostics.append(_at(decl.span, f"表“{decl.name}”的文件不存在：{decl.source}"))
         return None
-    text = path.read_text(encoding="utf-8-sig")
-    remember_source(str(path), text)
-    lines = text.splitlines()
-    reader = csv.reader(lines)
     try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        diagnostics.append(_at(decl.span, f"表“{decl.name}”的文件不是 UTF-8 编码：{decl.source}"))
+        return None
+    remember_source(str(path), text)
+    remember_source(shown, text)
+    table = parse_strict(text, shown)
+    diagnostics.extend(table.diagnostics)
+    lines = text.splitlines()
+    if not table.header_line:
         diagnostics.append(Diagnostic(shown, 1, 1, f"表“{decl.name}”的文件是空的"))
         return None
+    header = list(table.header)
     ok = True
     declared = [k.name for k in decl.keys] + [c.name for c in decl.columns]
     declared += [c.unit_column for c in decl.columns if c.unit_column]
     for name in declared:
         if name not in header:
             ok = False
-            col = 1
-            diagnostics.append(Diagnostic(shown, 1, col, f"表头缺少声明的列“{name}”", lines[0] if lines else "",
-                                          hint_for(name, header)))
+            diagnostics.append(Diagnostic(shown, table.header_line, 1, f"表头缺少声明的列“{name}”",
+                                          lines[table.header_line - 1], hint_for(name, header)))
     if not ok:
         return None
     pos = {h: i for i, h in enumerate(header)}
     rows: list[dict[str, Any]] = []
-    for cells in reader:
-        line_no = reader.line_num
+    for line in table.rows:
+        cells = line.cells
+        line_no = line.line
         if not any(c.strip() for c in cells):
             continue
         row: dict[str, Any] = {"_line": line_no}
 
-        def cell(name: str, cells: list[str] = cells) -> str:
-            i = pos[name]
-            return cells[i].strip() if i < len(cells) else ""
+        def cell(name: str, cells: tuple[str, ...] = cells) -> str:
+            return cells[pos[name]].strip()
 
         for kc in decl.keys:
             v = cell(kc.name)
@@ -209,15 +229,15 @@ def load_table(decl: n.TableDecl, base_dir: Path, diagnostics: list[Diagnostic])
                 continue
             value, problem = _convert(vc, raw, cell(vc.unit_column) if vc.unit_column else None)
             if problem:
-                src = lines[line_no - 1] if line_no - 1 < len(lines) else ""
-                diagnostics.append(Diagnostic(shown, line_no, _col_of(src, pos[vc.name]),
-                                              f"列“{vc.name}”：{problem}", src))
+                diagnostics.append(Diagnostic(shown, line_no, _col_of(line.raw, pos[vc.name]),
+                                              f"列“{vc.name}”：{problem}", line.raw))
                 continue
             row[vc.name] = value
-        if SOURCE_COLUMN in pos and not cell(SOURCE_COLUMN):
-            src = lines[line_no - 1] if line_no - 1 < len(lines) else ""
-            diagnostics.append(Diagnostic(shown, line_no, _col_of(src, pos[SOURCE_COLUMN]),
-                                          f"列“{SOURCE_COLUMN}”为空：每行知识都须注明出处", src))
+        if SOURCE_COLUMN in pos:
+            row["_source"] = cell(SOURCE_COLUMN)
+            if not row["_source"]:
+                diagnostics.append(Diagnostic(shown, line_no, _col_of(line.raw, pos[SOURCE_COLUMN]),
+                                              f"列“{SOURCE_COLUMN}”为空：每行知识都须注明出处", line.raw))
         rows.append(row)
     return TableData.build(decl, str(path), rows, header)
 

@@ -26,7 +26,7 @@ _NUM_UNIT = re.compile(r"^(\d+(?:\.\d+)?)(.*)$")
 _TRUE_WORDS = {"是": True, "true": True, "否": False, "false": False}
 
 
-def _frequency(word: str) -> tuple[float | None, bool] | None:
+def frequency_word(word: str) -> tuple[float | None, bool] | None:
     """(per day, prn) for a frequency word, or None if the word is not one."""
     if _NUM_UNIT.match(word) or word in ("是", "否"):
         return None
@@ -210,6 +210,7 @@ def _read_item(brief: n.Brief, index: int, cur: _Words, dictionary: Any | None,
                 item["days"] = units.convert(value, unit or "天", "天")
             elif dim is not None and unit is not None:
                 dose = drug.canonical_dose(value, unit) if drug is not None else None
+                item["dose_unit"] = unit  # as written, for messages (render.format_field)
                 if dose is None and dim in dosing.DOSE_KEYS:
                     dose = (dim, value * units.UNITS[unit].factor)
                 if dose is None:
@@ -218,7 +219,7 @@ def _read_item(brief: n.Brief, index: int, cur: _Words, dictionary: Any | None,
                 cur.error(w, f"“{w.text}”需要单位（剂量如 mg，天数如 天）",
                           hint_for(unit, units.known_units()) if unit else None)
             continue
-        freq = _frequency(w.text) if not w.quoted else None
+        freq = frequency_word(w.text) if not w.quoted else None
         if freq is not None and w.text not in ("按需", "prn"):
             per_day = freq[0] if freq[0] is not None else per_day
             if freq[1]:

@@ -106,7 +106,7 @@ class FindingMaker:
             out.append(Finding(
                 rule_id=rule.id, title=rule.title, category=rule.category.main, subtype=rule.category.sub,
                 level=level.value if isinstance(level, n.FixedLevel) else render.table_level(level, rows),
-                message=render.render(rule.message, data, rows) or "", evidence=rule.evidence or "",
+                message=render.render(rule.message, data, rows) or "", evidence=render.evidence(rule, rows),
                 implicated=tuple(items[k]["reference"] for k in implicated),
                 suggestion=render.render(rule.suggestion, data, rows),
                 source=f"{rule.span.file}:{rule.span.line}",

@@ -92,8 +92,11 @@ def shipped() -> n.Rulebase:
 @pytest.fixture(scope="module")
 def extra(tmp_path_factory: pytest.TempPathFactory) -> n.Rulebase:
     """The tables of the CSV files no shipped rule declares, loaded by the language loader."""
-    path = tmp_path_factory.mktemp("extra") / "extra.rules"
-    path.write_text(UNDECLARED.format(t=TABLES), encoding="utf-8")
+    # Rule text reads only files inside its rulebase, so the tables are copied next to the file.
+    folder = tmp_path_factory.mktemp("extra")
+    shutil.copytree(TABLES, folder / "tables")
+    path = folder / "extra.rules"
+    path.write_text(UNDECLARED.format(t="tables"), encoding="utf-8")
     return load_rulebase(path)
 
 

@@ -328,4 +328,8 @@ CLEAN: list[Scenario] = [
     Scenario("peds_amoxicillin_at_weight_limit_3y", "3岁14 kg 急性中耳炎，阿莫西林按体重上限内（每日约 43 mg/kg）", "儿科",
              birth="2023-06-06", weight=14.0, conditions=(("H66.0", "急性化脓性中耳炎"),),
              meds=(Med("阿莫西林", "J01CA04", 200, "mg", 3, days=7, form="颗粒"),)),
+    # 统一用药目录：塞来昔布不是基本药物，在县级医院目录内（同一药在乡镇卫生院见 flagged/formulary_*）
+    Scenario("county_hospital_celecoxib_knee_osteoarthritis", "县级医院骨科膝骨关节炎开具塞来昔布（县级医院目录内）", "骨科",
+             sex="female", birth="1962-03-19", egfr=88, conditions=(("M17.9", "膝关节病"),),
+             meds=(Med("塞来昔布", "M01AH01", 200, "mg", 1, days=7),)),
 ]

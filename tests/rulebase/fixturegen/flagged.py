@@ -328,4 +328,13 @@ FLAGGED: list[Scenario] = [
              sex="female", birth="1948-06-06", conditions=(("F41.9", "焦虑障碍"),),
              meds=(Med("地西泮", "N05BA01", 2.5, "mg", 2, days=5, key="diazepam"),),
              expect=_e(["ELDERLY-LONG-ACTING-BZD"], [0], "explain")),
+    # ------------------------------ 合法性·统一用药目录 -----------------------------------
+    Scenario("formulary_township_celecoxib_off_list", "乡镇卫生院开具非基本药物塞来昔布（仅县级医院目录）", "全科",
+             level="乡镇卫生院", sex="female", birth="1962-03-19", egfr=88, conditions=(("M17.9", "膝关节病"),),
+             meds=(Med("塞来昔布", "M01AH01", 200, "mg", 1, days=7, key="celecoxib"),),
+             expect=_e(["LEG-OFF-FORMULARY"], [0], "explain")),
+    Scenario("formulary_village_pantoprazole_beyond_bridge_list", "村卫生室开具泮托拉唑（慢病衔接品种只到乡镇卫生院与社区中心）",
+             "全科", level="村卫生室", title="乡村医生", birth="1958-10-02", conditions=(("K21.9", "胃食管反流病"),),
+             meds=(Med("泮托拉唑", "A02BC02", 40, "mg", 1, days=7, key="pantoprazole"),),
+             expect=_e(["LEG-OFF-FORMULARY"], [0], "explain")),
 ]
