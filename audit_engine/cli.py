@@ -94,7 +94,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "review":
         from audit_engine import review
 
-        return review.cmd_review(args.file, rulebase=args.rulebase)
+        return review.cmd_review(args.file, rulebase=args.rulebase, as_json=args.json)
     if args.command == "audit":
         from audit_engine import chain_check
 
@@ -107,7 +107,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         from audit_engine.stats.report_cli import cmd_report
 
         return cmd_report(args)
-        return review.cmd_review(args.file, rulebase=args.rulebase, as_json=args.json)
     if args.command == "rulebase":
         from audit_engine import rulebase_cli
 
