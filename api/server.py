@@ -28,16 +28,40 @@ log = logging.getLogger("api.server")
 WORKER_RESTART_DELAY_S = 1.0
 
 
+def _exit_with_parent(stop: Any) -> None:
+    """Call ``stop()`` once this process's parent is gone (it was SIGKILLed, or died of a native
+    crash): a child re-parented to PID 1 must not go on serving or writing to the database."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        print(f"parent {parent} is gone: stopping (pid {os.getpid()})", file=sys.stderr, flush=True)
+        stop()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _worker_main(url: str) -> None:
     """Entry point of the background worker process."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [worker] %(message)s")
+    stop = threading.Event()
+    _exit_with_parent(stop.set)
+    cmd_worker(url, stop)
+
+
+def cmd_worker(url: str | None = None, stop: threading.Event | None = None) -> int:
+    """``audit-engine worker``: the background worker (lease expiry, timeouts, webhooks, audit
+    sealing) in the foreground, until SIGTERM or SIGINT. ``serve`` runs one beside the API."""
     from audit_engine.worker import run_worker
 
-    stop = threading.Event()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [worker] %(message)s")
+    if stop is None:
+        stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     interval = float(os.environ.get("AUDIT_WORKER_INTERVAL", "1.0"))
-    run_worker(url, stop, interval_s=interval)
+    run_worker(url or get_settings().database_url, stop, interval_s=interval)
+    return 0
 
 
 def _api_main(host: str, port: int, log_level: str) -> None:
@@ -48,7 +72,9 @@ def _api_main(host: str, port: int, log_level: str) -> None:
 
     config = uvicorn.Config("api.main:create_app", factory=True, host=host, port=port, log_level=log_level,
                             access_log=False, **uvicorn_options(get_settings()))
-    uvicorn.Server(config).run(sockets=[_listening_socket(host, port)])
+    server = uvicorn.Server(config)
+    _exit_with_parent(lambda: setattr(server, "should_exit", True))
+    server.run(sockets=[_listening_socket(host, port)])
 
 
 def _listening_socket(host: str, port: int) -> Any:

@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --demo: empty a demo database and create the demo afresh (new keys and passwords)")
     s.add_argument("--workers", type=int, default=1, help="API processes (PostgreSQL or a SQLite file)")
 
+    sub.add_parser("worker", help="run the background worker (leases, timeouts, webhooks) until SIGTERM")
+
     c = sub.add_parser("check", help="parse, check and compile a rulebase; print file:line:col diagnostics")
     c.add_argument("path")
 
@@ -123,6 +125,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return server.cmd_serve(host=args.host, port=args.port, demo=args.demo, workers=args.workers,
                                 reset_demo=args.reset_demo)
+    if args.command == "worker":
+        return server.cmd_worker()
     if args.command == "institution":
         return server.cmd_institution_add(args.code, args.name, level=args.level)
     return server.cmd_user_add(args.username, role=args.role, institution=args.institution)
