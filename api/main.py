@@ -56,6 +56,7 @@ TAGS = [
     {"name": "rulebase", "description": "规则库版本管理（管理员）"},
     {"name": "admin", "description": "管理员：机构的 webhook 回调主机白名单"},
     {"name": "stats", "description": "质控统计：指标、同质化、规则审计、用药监测、培训指导与报表（quality、admin）"},
+    {"name": "institutions", "description": "成员机构管理（管理员）：审核策略"},
 ]
 
 
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
         auth,
         cds_hooks,
         health,
+        institutions,
         pages,
         queue,
         queue_reads,
@@ -116,7 +118,7 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
     )
 
     for router_module in (health, auth, cds_hooks, reviews, queue, queue_reads, subscriptions, webhook_hosts, rulebase,
-                          stats, pages):
+                          institutions, stats, pages):
         app.include_router(router_module.router)
     install_openapi(app)
     static = Path(__file__).parent / "static"

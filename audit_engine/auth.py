@@ -48,7 +48,8 @@ ALL_ROLES = frozenset({*ROLES, HIS_ROLE})
 
 Operation = Literal[
     "review.submit", "review.read", "review.answer", "task.read", "queue.read", "queue.work",
-    "subscription.manage", "rulebase.manage", "webhook_host.manage", "stats.read", "retention.destroy",
+    "subscription.manage", "rulebase.manage", "webhook_host.manage", "policy.manage", "stats.read",
+    "retention.destroy",
 ]
 # Who may do what. One line per operation; the README's Security table is this table.
 PERMISSIONS: dict[Operation, frozenset[str]] = {
@@ -66,6 +67,7 @@ PERMISSIONS: dict[Operation, frozenset[str]] = {
     "queue.work": frozenset({"pharmacist"}),
     "rulebase.manage": frozenset({"admin"}),
     "webhook_host.manage": frozenset({"admin"}),
+    "policy.manage": frozenset({"admin"}),
     "retention.destroy": frozenset({"admin"}),
     "stats.read": frozenset({"quality", "admin"}),
 }

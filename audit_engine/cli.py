@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit log")
     audit_sub = audit.add_subparsers(dest="action", required=True)
     audit_sub.add_parser("verify", help="verify the whole hash chain; exit 1 naming the first bad entry")
+    from audit_engine.admin_commands import add_policy_parser
+
+    add_policy_parser(sub)
 
     user = sub.add_parser("user", help="manage users")
     user_sub = user.add_subparsers(dest="action", required=True)
@@ -120,6 +123,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from audit_engine import brief_cli
 
         return brief_cli.cmd_to_fhir(args.file, date_text=args.date, identifier=args.identifier)
+    if args.command == "policy":
+        from api.config import get_settings
+        from audit_engine.admin_commands import cmd_policy
+
+        return cmd_policy(args, get_settings().database_url)
     from api import server
 
     if args.command == "serve":

@@ -212,6 +212,11 @@ TABLE: dict[tuple[str, str], Row] = {
     ("DELETE", "/api/v1/admin/institutions/{code}/webhook-hosts/{host}"): Row(
         lambda w: (f"/api/v1/admin/institutions/TOWN01/webhook-hosts/{allowed_host(w)}", {}),
         (401, 401, 403, 403, 403, 403, 403, 200)),
+    ("GET", "/api/v1/institutions/{code}/policy"): Row(
+        plain("/api/v1/institutions/TOWN01/policy"), (401, 401, 403, 403, 403, 403, 403, 200)),
+    ("PATCH", "/api/v1/institutions/{code}/policy"): Row(
+        lambda w: ("/api/v1/institutions/TOWN01/policy", {"json": {"timeout_minutes": 45}}),
+        (401, 401, 403, 403, 403, 403, 403, 200)),
     ("POST", "/api/v1/rulebases/validate"): Row(
         lambda w: ("/api/v1/rulebases/validate", BAD_RULES), (401, 401, 403, 403, 403, 403, 403, 422)),
     ("POST", "/api/v1/rulebases"): Row(
