@@ -124,6 +124,10 @@ _FROM_DIAGNOSES = {"chronic": ("慢病", '诊断 "I10" 名称 "原发性高血�
                    "hepatic_impairment": ("肝功能不全", '诊断 "K72.9" 名称 "肝功能衰竭"'),
                    "chronic_pain": ("癌痛或慢性痛", '诊断 "G89.3" 名称 "肿瘤相关疼痛"')}
 CAVEAT_DIAGNOSIS = "在 FHIR 中由诊断得出"
+CAVEAT_RENAL = "在 FHIR 中由血肌酐、体重、年龄和性别算出"
+CAVEATS = (CAVEAT_DIAGNOSIS, CAVEAT_RENAL)  # what a note says when the Bundle cannot carry a fact as written
+# A brief's 剂型分类 as the Medication.form text a HIS writes for a form of that class.
+_FORM_TEXT = {"缓控释制剂": "缓释片", "其他剂型": "片", "注射剂": "注射液"}
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,12 @@ def to_fhir(brief: BriefPrescription, *, today: date | None = None,
     if "height" in p:
         obs("obs-height", "8302-2", "身高", {"value": p["height"], "unit": "cm", "system": UCUM, "code": "cm"},
             "valueQuantity")
+    if "renal_bands" in p:
+        from audit_engine.clinical import renal_bands
+
+        if "crcl" in p or set(p["renal_bands"]) != set(renal_bands(p.get("egfr"), None)):
+            notes.append(f"患者的肌酐清除率或肾功能分段{CAVEAT_RENAL}：Bundle 只写 eGFR；"
+                         "请在简要处方中写 eGFR，或在 HIS 中发送血肌酐与体重")
     if "egfr" in p:
         obs("obs-egfr", "33914-3", "估算肾小球滤过率",
             {"value": p["egfr"], "unit": "mL/min/1.73m2", "system": UCUM, "code": "mL/min/{1.73_m2}"}, "valueQuantity")
@@ -307,9 +317,15 @@ def to_fhir(brief: BriefPrescription, *, today: date | None = None,
                                                        "code": _UCUM.get(unit, unit)}}]
         if order.prn:
             dosage["asNeededBoolean"] = True
+        medication: dict[str, Any] = {"medicationCodeableConcept": concept}
+        if item.get("form_class") in _FORM_TEXT:
+            # The form class as written: a contained Medication whose form the HIS names.
+            medication = {"contained": [{"resourceType": "Medication", "id": "med", "code": concept,
+                                         "form": {"text": _FORM_TEXT[item["form_class"]]}}],
+                          "medicationReference": {"reference": "#med"}}
         mr: dict[str, Any] = {
             "resourceType": "MedicationRequest", "id": f"item{i}", "status": "active", "intent": "order",
-            "groupIdentifier": {"value": identifier}, "medicationCodeableConcept": concept,
+            "groupIdentifier": {"value": identifier}, **medication,
             "subject": _ref("Patient", "pat"), "encounter": _ref("Encounter", "enc"),
             "authoredOn": today.isoformat(), "requester": _ref("Practitioner", "doc"), "dosageInstruction": [dosage]}
         if rx.get("long_term"):

@@ -35,7 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("review", help="review one prescription offline (FHIR JSON or the brief form; - for stdin)")
     r.add_argument("file", help="a FHIR Bundle / CDS request / MedicationRequest, or a brief prescription; - = stdin")
     r.add_argument("--rulebase", default=None, help="rulebase folder (default: AUDIT_RULEBASE or the shipped one)")
-    r.add_argument("--json", action="store_true", help="print the machine form (JSON) instead of the summary")
+    shape = r.add_mutually_exclusive_group()
+    shape.add_argument("--json", dest="as_json", action="store_true", default=None,
+                       help="print the machine form (JSON); the default for a FHIR JSON file")
+    shape.add_argument("--text", dest="as_json", action="store_false",
+                       help="print the readable summary; the default for a brief prescription")
 
     b = sub.add_parser("brief", help="brief prescriptions (the short form of the rule test cases)")
     b_sub = b.add_subparsers(dest="action", required=True)
@@ -99,7 +103,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "review":
         from audit_engine import review
 
-        return review.cmd_review(args.file, rulebase=args.rulebase, as_json=args.json)
+        return review.cmd_review(args.file, rulebase=args.rulebase, as_json=args.as_json)
     if args.command == "audit":
         from audit_engine import chain_check
 

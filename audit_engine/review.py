@@ -229,11 +229,13 @@ def summary_text(result: ReviewResult, verdict: str, *, policy_name: str = "é»˜è
     return "\n".join(lines)
 
 
-def cmd_review(file: str, *, rulebase: str | None = None, as_json: bool = False) -> int:
+def cmd_review(file: str, *, rulebase: str | None = None, as_json: bool | None = None) -> int:
     """``audit-engine review FILE``: review a FHIR document or a brief prescription (``-``: stdin).
 
-    Prints a readable summary (the verdict under the default policy, then every finding), or
-    with ``as_json`` the machine form. Exit status 0 reviewed, 1 bad input or rulebase."""
+    Answers in the shape it was asked in: the machine form (JSON) for a FHIR JSON document, as
+    the public contract says, and a readable summary (the verdict under the default policy,
+    then every finding) for a brief prescription; ``as_json`` True or False chooses either.
+    Exit status 0 reviewed, 1 bad input or rulebase."""
     from audit_engine.intake.outcome import operation_outcome
     from audit_engine.policy import Policy, decide_verdict
 
@@ -246,7 +248,10 @@ def cmd_review(file: str, *, rulebase: str | None = None, as_json: bool = False)
         engine = load_engine(rulebase)
         from audit_engine.brief import looks_like_brief, read_brief, review_brief
 
-        if looks_like_brief(text):
+        brief = looks_like_brief(text)
+        if as_json is None:
+            as_json = not brief
+        if brief:
             result = review_brief(read_brief(text, shown), engine)
         else:
             try:

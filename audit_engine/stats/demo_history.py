@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session
 from audit_engine import audit_log
 from audit_engine.facts import GRADE_BY_TITLE
 from audit_engine.stats.recording import insert_stat_rows, stat_rows
+from audit_engine.intake.content import content_hash
 from audit_engine.store.db import make_engine, session_scope, utcnow
 from audit_engine.store.models import (
     Department,
@@ -224,7 +225,8 @@ class _Writer:
         ret = retention_class(facts.get("items"))
         self.rows["prescriptions"].append({
             "id": rx_id, "institution_id": iid, "identifier": identifier, "kind": "bundle", "raw": raw,
-            "raw_sha256": hashlib.sha256(raw.encode()).hexdigest(), "received_at": at,
+            "raw_sha256": hashlib.sha256(raw.encode()).hexdigest(), "content_hash": content_hash(json.loads(raw)),
+            "received_at": at,
             "retention_class": ret, "retain_until": retain_until(at, ret)})
         review_id = new_id()
         row = {**t.review, "id": review_id, "prescription_id": rx_id, "institution_id": iid,
@@ -306,6 +308,9 @@ class _Writer:
                 task.update(status="double_signed", doctor_answer="insist", doctor_reason="病情需要，已与患者沟通",
                             closed_at=answered)
                 review["outcome"] = "double_signed"
+            else:  # no answer within the answer time: the worker closed it (queue.apply_timeouts)
+                task.update(status="abandoned", closed_at=task["answer_due_at"])
+                review["outcome"] = "abandoned"
         self.rows["tasks"].append(task)
         return written
 

@@ -56,10 +56,16 @@ def test_queue_rows_say_which_drugs_what_problem_where_and_by_when(world: World)
     assert page["institutions"] == [{"code": "TOWN01", "name": "城关镇卫生院", "count": 1}]
 
 
-def test_queue_is_for_pharmacists_only(world: World) -> None:
-    for who in (world.his(), world.user("quality"), world.user("admin")):
+def test_the_queue_is_read_by_pharmacists_and_quality_managers_and_worked_by_pharmacists_only(world: World) -> None:
+    for who in (world.his(), world.user("admin")):
         r = world.client.get("/api/v1/queue", headers=who)
         assert r.status_code == 403 and r.json()["resourceType"] == "OperationOutcome"
+    post(world, numbered(load_fixture(WARFARIN_ASPIRIN), "RX-Q"))
+    page = world.client.get("/api/v1/queue", headers=world.user("quality"))
+    assert page.status_code == 200 and page.json()["total"] == 1  # queue.read: 处方点评 reads the queue
+    task_id = page.json()["rows"][0]["task_id"]
+    r = world.client.post(f"/api/v1/tasks/{task_id}/claim", headers=world.user("quality"))
+    assert r.status_code == 403 and "queue.work" in r.json()["issue"][0]["diagnostics"]
 
 
 def test_queue_filters_by_institution_severity_and_type(world: World) -> None:

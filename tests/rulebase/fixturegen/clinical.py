@@ -134,8 +134,8 @@ CLINICAL_CLEAN: list[Scenario] = [
              "儿科", birth="2016-05-05", weight=25.0, conditions=(("J02.9", "急性咽炎"),),
              allergy_codes=({"coding": [{"system": SNOMED, "code": "409137002", "display": "No known drug allergy"}]},),
              meds=(Med("阿莫西林", "J01CA04", 250, "mg", 3, days=5, key="amoxicillin"),)),
-    Scenario("clean_allergy_denied_and_seafood_text", "过敏史写“否认药物过敏史”与“海鲜过敏”（食物），开具头孢克洛",
+    Scenario("clean_allergy_denied_and_seafood_text", "过敏史写“否认药物过敏史”与“海鲜过敏”（食物），开具头孢呋辛",
              "全科", level="乡镇卫生院", sex="female", birth="1975-09-09", conditions=(("J20.9", "急性支气管炎"),),
              allergy_codes=({"text": "否认药物过敏史"}, {"text": "海鲜过敏"}),
-             meds=(Med("头孢克洛", "J01DC04", 0.25, "g", 3, days=5, key="cefaclor"),)),
+             meds=(Med("头孢呋辛", "J01DC02", 0.25, "g", 2, days=5, key="cefuroxime"),)),
 ]
