@@ -45,8 +45,8 @@ from sqlalchemy.orm import Session
 
 from audit_engine import audit_log
 from audit_engine.facts import GRADE_BY_TITLE
-from audit_engine.stats.recording import insert_stat_rows, stat_rows
 from audit_engine.intake.content import content_hash
+from audit_engine.stats.recording import insert_stat_rows, stat_rows
 from audit_engine.store.db import make_engine, session_scope, utcnow
 from audit_engine.store.models import (
     Department,

@@ -4,10 +4,10 @@ summary, and converted to a FHIR Bundle that the pipeline reviews with the same 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import date
-import re
 from pathlib import Path
 from typing import Any
 
