@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from api.config import Settings, get_settings
 from api.errors import BodyLimitMiddleware, install_error_handlers
@@ -73,7 +74,11 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
         yield
         runtime.stop()
 
-    app = FastAPI(
+    # /docs with Swagger UI served from the package's own files: a county intranet has no
+    # internet, and FastAPI's default page loads it from a CDN. No /redoc: its bundle still
+    # fetches a logo from its vendor's CDN.
+    app = FastAPIOffline(
+        redoc_url=None,
         title="县域集中审方服务 audit-engine",
         version="1.0",
         description=API_DESCRIPTION,
