@@ -28,16 +28,41 @@ log = logging.getLogger("api.server")
 WORKER_RESTART_DELAY_S = 1.0
 
 
+def _exit_with_parent(stop: Any) -> None:
+    """Call ``stop()`` once this process's parent is gone (it was SIGKILLed, or died of a native
+    crash): a child re-parented to PID 1 must not go on serving or writing to the database."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        print(f"parent {parent} is gone: stopping (pid {os.getpid()})", file=sys.stderr, flush=True)
+        stop()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _worker_main(url: str) -> None:
     """Entry point of the background worker process."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [worker] %(message)s")
+    stop = threading.Event()
+    _exit_with_parent(stop.set)
+    cmd_worker(url, stop)
+
+
+def cmd_worker(url: str | None = None, stop: threading.Event | None = None) -> int:
+    """``audit-engine worker``: the background worker (lease expiry, timeouts, webhooks, audit
+    sealing) in the foreground, until SIGTERM or SIGINT. ``serve`` runs one beside the API."""
     from audit_engine.worker import run_worker
 
-    stop = threading.Event()
+    if stop is None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [worker] %(message)s")
+        stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     interval = float(os.environ.get("AUDIT_WORKER_INTERVAL", "1.0"))
-    run_worker(url, stop, interval_s=interval)
+    run_worker(url or get_settings().database_url, stop, interval_s=interval)
+    return 0
 
 
 def _api_main(host: str, port: int, log_level: str) -> None:
@@ -46,7 +71,9 @@ def _api_main(host: str, port: int, log_level: str) -> None:
 
     config = uvicorn.Config("api.main:create_app", factory=True, host=host, port=port, log_level=log_level,
                             access_log=False)
-    uvicorn.Server(config).run(sockets=[_listening_socket(host, port)])
+    server = uvicorn.Server(config)
+    _exit_with_parent(lambda: setattr(server, "should_exit", True))
+    server.run(sockets=[_listening_socket(host, port)])
 
 
 def _listening_socket(host: str, port: int) -> Any:
@@ -146,6 +173,11 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
     supervisor = worker_supervisor(settings.database_url)
     supervisor.start()
     log_level = os.environ.get("AUDIT_LOG_LEVEL", "info")
+    # uvicorn handles SIGTERM itself, then restores the previous handler and raises the signal
+    # again. With the default handler that re-raise killed this process before the ``finally``
+    # below, leaving the background worker running, re-parented to PID 1. This handler turns
+    # the re-raised SIGTERM into a normal exit, so the worker is stopped too.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if workers > 1:
             return _run_processes(host, port, workers, log_level)
@@ -154,6 +186,10 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
     finally:
         supervisor.stop()
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def _run_processes(host: str, port: int, workers: int, log_level: str) -> int:

@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--demo", action="store_true", help="load demo institutions, users and prescriptions")
     s.add_argument("--workers", type=int, default=1, help="API processes (PostgreSQL or a SQLite file)")
 
+    sub.add_parser("worker", help="run the background worker (leases, timeouts, webhooks) until SIGTERM")
+
     c = sub.add_parser("check", help="parse, check and compile a rulebase; print file:line:col diagnostics")
     c.add_argument("path")
 
@@ -73,6 +75,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "serve":
         return server.cmd_serve(host=args.host, port=args.port, demo=args.demo, workers=args.workers)
+    if args.command == "worker":
+        return server.cmd_worker()
     if args.command == "institution":
         return server.cmd_institution_add(args.code, args.name, level=args.level)
     return server.cmd_user_add(args.username, role=args.role, institution=args.institution)
