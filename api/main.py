@@ -46,6 +46,7 @@ TAGS = [
     {"name": "queue", "description": "药师复核队列与任务"},
     {"name": "subscriptions", "description": "webhook 订阅：药师决定后回调 HIS（HMAC-SHA256 签名）"},
     {"name": "rulebase", "description": "规则库版本管理（管理员）"},
+    {"name": "institutions", "description": "成员机构管理（管理员）：审核策略"},
 ]
 
 
@@ -89,9 +90,19 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
-    from api.routes import auth, cds_hooks, health, pages, queue, reviews, rulebase, subscriptions
+    from api.routes import (
+        auth,
+        cds_hooks,
+        health,
+        institutions,
+        pages,
+        queue,
+        reviews,
+        rulebase,
+        subscriptions,
+    )
 
-    for router_module in (health, auth, cds_hooks, reviews, queue, subscriptions, rulebase, pages):
+    for router_module in (health, auth, cds_hooks, reviews, queue, subscriptions, rulebase, institutions, pages):
         app.include_router(router_module.router)
     static = Path(__file__).parent / "static"
     if static.is_dir():

@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     ia.add_argument("name")
     ia.add_argument("--level", required=True, help="县级医院, 乡镇卫生院, 社区卫生服务中心 or 村卫生室")
 
+    from audit_engine.admin_commands import add_policy_parser
+
+    add_policy_parser(sub)
+
     user = sub.add_parser("user", help="manage users")
     user_sub = user.add_subparsers(dest="action", required=True)
     ua = user_sub.add_parser("add", help="create a user; the password is read from standard input")
@@ -71,6 +75,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from audit_engine import review
 
         return review.cmd_review(args.file, rulebase=args.rulebase)
+    if args.command == "policy":
+        from api.config import get_settings
+        from audit_engine.admin_commands import cmd_policy
+
+        return cmd_policy(args, get_settings().database_url)
     from api import server
 
     if args.command == "serve":
