@@ -171,6 +171,9 @@ def load_demo(url: str, *, out: TextIO = sys.stdout, engine: Any = None) -> dict
 
             # Months of history built from the day's reviews, for the statistics (issue 12).
             summary["history"] = load_history(url, out=out)
+            from audit_engine.quality.demo_candidate import add_candidate
+
+            summary["candidate"] = add_candidate(url, out=out)  # a rulebase to replay in /quality (issue 13)
             _say(out, f"演示队列：{_open_tasks(db)} 个任务待药师处理；每个任务 {DEMO_TIMEOUT_MINUTES} 分钟后超时升级"
                       f"（不会自动通过），服务运行期间每 {DEMO_FEED_SECONDS:.0f} 秒到达一张新处方。")
     finally:

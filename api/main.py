@@ -57,6 +57,7 @@ TAGS = [
     {"name": "admin", "description": "管理员：机构的 webhook 回调主机白名单"},
     {"name": "stats", "description": "质控统计：指标、同质化、规则审计、用药监测、培训指导与报表（quality、admin）"},
     {"name": "institutions", "description": "成员机构管理（管理员）：审核策略"},
+    {"name": "quality", "description": "质控工作台：处方点评抽样与点评、处方合格率、教学案例、候选规则库试运行（quality、admin）"},
 ]
 
 
@@ -108,6 +109,8 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
         health,
         institutions,
         pages,
+        quality,
+        quality_page,
         queue,
         queue_reads,
         reviews,
@@ -118,7 +121,7 @@ def create_app(settings: Settings | None = None, *, engine_factory: Callable[[st
     )
 
     for router_module in (health, auth, cds_hooks, reviews, queue, queue_reads, subscriptions, webhook_hosts, rulebase,
-                          institutions, stats, pages):
+                          institutions, stats, quality, quality_page, pages):
         app.include_router(router_module.router)
     install_openapi(app)
     static = Path(__file__).parent / "static"

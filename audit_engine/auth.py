@@ -49,6 +49,7 @@ ALL_ROLES = frozenset({*ROLES, HIS_ROLE})
 Operation = Literal[
     "review.submit", "review.read", "review.answer", "task.read", "queue.read", "queue.work",
     "subscription.manage", "rulebase.manage", "webhook_host.manage", "policy.manage", "stats.read",
+    "quality.work",
     "retention.destroy",
 ]
 # Who may do what. One line per operation; the README's Security table is this table.
@@ -70,6 +71,8 @@ PERMISSIONS: dict[Operation, frozenset[str]] = {
     "policy.manage": frozenset({"admin"}),
     "retention.destroy": frozenset({"admin"}),
     "stats.read": frozenset({"quality", "admin"}),
+    # 处方点评 samples and comments, teaching cases, what-if replays of a candidate rulebase.
+    "quality.work": frozenset({"quality", "admin"}),
 }
 ROLE_ZH = {HIS_ROLE: "机构HIS", "pharmacist": "药师", "quality": "质控", "admin": "管理员"}
 TOKEN_TTL = timedelta(hours=12)

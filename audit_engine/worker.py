@@ -70,6 +70,9 @@ def run_worker(
     every = chain_check_s if chain_check_s is not None else float(os.environ.get("AUDIT_CHAIN_CHECK_SECONDS", "10"))
     monitor = chain_check.ChainMonitor()
     next_check = time.monotonic()
+    from audit_engine.quality.replay import run_replays  # what-if replays: their own thread, long chunks
+
+    threading.Thread(target=run_replays, args=(engine, stop_event), name="replays", daemon=True).start()
     try:
         while not stop_event.is_set():
             try:

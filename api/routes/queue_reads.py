@@ -146,7 +146,7 @@ def queue_page(
     waited_minutes: Annotated[int | None, Query(ge=1, le=100000, description="已等待不少于（分钟）")] = None,
     status: Annotated[list[Literal["pending", "escalated", "claimed", "returned"]] | None,
                       Query(description="状态，可多选；缺省为待药师处理（pending、escalated、claimed）")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Response:
     from audit_engine import workbench_reads as reads

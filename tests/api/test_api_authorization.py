@@ -22,6 +22,7 @@ import copy
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -133,6 +134,11 @@ def allowed_host(w: World) -> str:
     return host
 
 
+def this_month() -> str:
+    """The alliance's current month (Asia/Shanghai, UTC+8), where a review made now counts."""
+    return (datetime.now(UTC) + timedelta(hours=8)).strftime("%Y-%m")
+
+
 Request = tuple[str, dict[str, Any]]  # (url, keyword arguments of the client call)
 
 
@@ -218,6 +224,27 @@ TABLE: dict[tuple[str, str], Row] = {
     ("PATCH", "/api/v1/institutions/{code}/policy"): Row(
         lambda w: ("/api/v1/institutions/TOWN01/policy", {"json": {"timeout_minutes": 45}}),
         (401, 401, 403, 403, 403, 403, 403, 200)),
+    # The quality workspace (处方点评, teaching cases, what-if replay): quality managers and admins.
+    ("GET", "/quality"): Row(plain("/quality"), PUBLIC),
+    ("GET", "/api/v1/quality/comment-codes"): Row(plain("/api/v1/quality/comment-codes"), (401, 401, 403, 403, 403, 403, 200, 200)),
+    ("POST", "/api/v1/quality/samples"): Row(
+        lambda w: (member_review(w) and "/api/v1/quality/samples", {"json": {"month": this_month()}}),
+        (401, 401, 403, 403, 403, 403, 201, 201)),
+    ("GET", "/api/v1/quality/samples"): Row(plain("/api/v1/quality/samples"), (401, 401, 403, 403, 403, 403, 200, 200)),
+    ("GET", "/api/v1/quality/samples/{sample_id}"): Row(plain("/api/v1/quality/samples/nosuchsample"), (401, 401, 403, 403, 403, 403, 404, 404)),
+    ("PUT", "/api/v1/quality/samples/{sample_id}/comments/{review_id}"): Row(
+        lambda w: ("/api/v1/quality/samples/nosuchsample/comments/nosuchreview", {"json": {"judgement": "合理"}}),
+        (401, 401, 403, 403, 403, 403, 404, 404)),
+    ("GET", "/api/v1/quality/qualification"): Row(plain("/api/v1/quality/qualification?month=2026-11"), (401, 401, 403, 403, 403, 403, 200, 200)),
+    ("POST", "/api/v1/quality/teaching-cases"): Row(
+        lambda w: ("/api/v1/quality/teaching-cases", {"json": {}}), (401, 401, 403, 403, 403, 403, 422, 422)),
+    ("GET", "/api/v1/quality/teaching-cases"): Row(plain("/api/v1/quality/teaching-cases"), (401, 401, 403, 403, 403, 403, 200, 200)),
+    ("GET", "/api/v1/quality/candidates"): Row(plain("/api/v1/quality/candidates"), (401, 401, 403, 403, 403, 403, 200, 200)),
+    ("POST", "/api/v1/quality/replays"): Row(lambda w: ("/api/v1/quality/replays", {"json": {}}), (401, 401, 403, 403, 403, 403, 422, 422)),
+    ("POST", "/api/v1/rulebases/{version}/replay"): Row(
+        plain("/api/v1/rulebases/nosuchversion/replay"), (401, 401, 403, 403, 403, 403, 404, 404)),
+    ("GET", "/api/v1/quality/replays"): Row(plain("/api/v1/quality/replays"), (401, 401, 403, 403, 403, 403, 200, 200)),
+    ("GET", "/api/v1/quality/replays/{job_id}"): Row(plain("/api/v1/quality/replays/nosuchjob"), (401, 401, 403, 403, 403, 403, 404, 404)),
     ("POST", "/api/v1/rulebases/validate"): Row(
         lambda w: ("/api/v1/rulebases/validate", BAD_RULES), (401, 401, 403, 403, 403, 403, 403, 422)),
     ("POST", "/api/v1/rulebases"): Row(

@@ -6,7 +6,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from audit_engine.store import stats_models  # noqa: F401  (its tables are part of the schema)
+from audit_engine.store import (
+    quality_models,  # noqa: F401  (so are the quality workspace tables)
+    stats_models,  # noqa: F401  (its tables are part of the schema)
+)
 from audit_engine.store.db import MIGRATIONS_DIR, make_engine, upgrade_schema
 from audit_engine.store.models import Base
 

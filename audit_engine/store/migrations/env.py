@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from alembic import context
 
-from audit_engine.store import stats_models  # noqa: F401  (registers the statistics tables on Base)
+from audit_engine.store import (
+    quality_models,  # noqa: F401  (the quality workspace tables, 0005)
+    stats_models,  # noqa: F401  (registers the statistics tables on Base)
+)
 from audit_engine.store.db import make_engine
 from audit_engine.store.models import Base
 
