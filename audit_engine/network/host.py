@@ -16,8 +16,8 @@ What the core needs, measured on 2.0.28 (see ARCHITECTURE.md and tests/engine/):
   no rule (MessageNotHandled), 2 = already asserted (MessageObserved). Both are normal.
 * The actions a batch made pending are taken with ``start_action_for_state`` and then
   ``complete_and_start_action`` until it returns nothing; each is ``{rule: {alias: fact}}``.
-* ``delete_state(sid)`` of a session whose facts all matched nothing can kill the process
-  (SIGSEGV). Every session is therefore opened by a sentinel fact that a no-op rule always
+* ``delete_state(sid)`` of a session whose facts all matched nothing branches on
+  uninitialised memory in the core (valgrind) and can kill the process (SIGSEGV). Every session is therefore opened by a sentinel fact that a no-op rule always
   matches, in the same batch, before anything else.
 * At most 1,024 live sessions per ruleset: the caller bounds concurrency below that.
 """

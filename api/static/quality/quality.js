@@ -150,7 +150,7 @@
         data: rows.map((r) => ({ value: r.indicators[code].value * scale, key: r.key,
           itemStyle: { color: sp.outliers.includes(r.key) ? "#c62828" : "#0b6e99" } })),
         markLine: sp.median == null ? undefined : { symbol: "none", lineStyle: { type: "dashed" },
-          data: [{ yAxis: sp.median * scale, name: "中位数" }], label: { formatter: "中位数 {c}" } },
+          data: [{ yAxis: sp.median * scale, name: "中位数" }], label: { position: "insideEndTop", formatter: "中位数 {c}" } },
         markArea: sp.q1 == null ? undefined : { itemStyle: { color: "rgba(120,120,120,0.15)" },
           data: [[{ yAxis: sp.q1 * scale, name: "Q1–Q3" }, { yAxis: sp.q3 * scale }]] },
       }],
