@@ -169,8 +169,8 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
         print("--reset-demo 只能与 --demo 一起使用：audit-engine serve --demo --reset-demo", file=sys.stderr)
         return 2
     if demo:
-        from api.demo import DemoFeed, load_demo
-        from api.demo import reset_demo as do_reset
+        from audit_engine.demo import DemoFeed, load_demo
+        from audit_engine.demo import reset_demo as do_reset
 
         try:
             if reset_demo and not do_reset(settings.database_url, out=sys.stdout):

@@ -16,7 +16,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from api import rulebases
 from api.deps import AdminDep, RuntimeDep, SessionDep
 from api.errors import ApiError
 from api.openapi import errors, json_or_outcome
@@ -28,6 +27,7 @@ from api.schemas import (
     RulebaseUploaded,
     RulebaseVersionId,
 )
+from audit_engine import rulebase_lifecycle as rulebases
 from audit_engine.errors import InputIssue, IntakeError
 
 router = APIRouter(prefix="/api/v1/rulebases", tags=["rulebase"])
@@ -124,7 +124,7 @@ def list_versions(session: SessionDep, _: AdminDep) -> JSONResponse:
              responses=errors(401, 403, 404, 422, 429))
 async def dry_run(version: RulebaseVersionId, runtime: RuntimeDep, session: SessionDep, principal: AdminDep,
                   limit: Annotated[int, Query(ge=1, le=2000)] = 200) -> JSONResponse:
-    from api.dry_run import dry_run as run
+    from audit_engine.rulebase_dry_run import dry_run as run
 
     row = _get(session, version)
     report = await run_in_threadpool(run, session, row=row, principal=principal, settings=runtime.settings, limit=limit)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from api import rulebases
-from api.demo import _for_institution, demo_prescriptions
+from audit_engine import rulebase_lifecycle as rulebases
+from audit_engine.demo import _for_institution, demo_prescriptions
 from audit_engine.engine import load_compiled
 from audit_engine.errors import InvalidRequestError, NotFoundError
 from audit_engine.quality import replay

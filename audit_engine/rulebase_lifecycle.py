@@ -4,7 +4,11 @@ A version is the set of its files (``relative path -> text``), kept in
 ``rulebase_versions`` so every replica can load it; ``version`` is the compiled rulebase's
 content hash, the same string every review records. Exactly one row is ``active``;
 activation and rollback flip it inside one transaction, and each process notices within
-its poll interval (``api.runtime``).
+its poll interval (``audit_engine.rulebase_swap``).
+
+Upload, validation, activation, rollback and listing are shared by the HTTP routes
+(``api/routes/rulebase.py``) and the command line (``audit-engine rulebase …``, direct
+database mode), so both apply the same checks and write the same audit entries.
 """
 
 from __future__ import annotations
@@ -18,16 +22,22 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from api.config import Settings
 from audit_engine.errors import Diagnostic, InputIssue, IntakeError, RulebaseError
 
 ALLOWED_SUFFIXES = (".rules", ".csv", ".md", ".txt")
 MAX_FILES = 2000
+
+
+class StoreSettings(Protocol):
+    """What the lifecycle needs of the service settings: where versions are materialised."""
+
+    @property
+    def rulebase_store_dir(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +133,7 @@ def files_digest(files: Mapping[str, str]) -> str:
     return h.hexdigest()
 
 
-def materialise(files: Mapping[str, str], settings: Settings, *, key: str | None = None) -> Path:
+def materialise(files: Mapping[str, str], settings: StoreSettings, *, key: str | None = None) -> Path:
     """Write ``files`` to a folder under the local store (idempotent; the key names the folder)."""
     root = Path(settings.rulebase_store_dir)
     folder = root / (key or files_digest(files))
@@ -142,7 +152,7 @@ def materialise(files: Mapping[str, str], settings: Settings, *, key: str | None
     return folder
 
 
-def check_files(files: Mapping[str, str], settings: Settings) -> Checked:
+def check_files(files: Mapping[str, str], settings: StoreSettings) -> Checked:
     """Parse, check and compile; collect every diagnostic instead of raising."""
     from audit_engine.lang.compiler import compile_rulebase
     from audit_engine.lang.loader import load_rulebase
@@ -171,7 +181,7 @@ def _model() -> Any:
     return RulebaseVersion
 
 
-def active_version(db: sa.Engine, settings: Settings) -> tuple[str, str] | None:
+def active_version(db: sa.Engine, settings: StoreSettings) -> tuple[str, str] | None:
     """(version, local folder) of the active version: one indexed row, then a folder cached on disk."""
     model = _model()
     with Session(db) as s:
