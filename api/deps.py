@@ -66,18 +66,9 @@ def _unauthorized(message: str) -> ApiError:
 
 def demo_principal(session: Session) -> Principal:
     """AUDIT_AUTH_DISABLED=1: the demo lead county hospital (created if missing) with every role."""
-    import sqlalchemy as sa
+    from audit_engine import administration
 
-    from audit_engine import auth
-    from audit_engine.store.models import Institution
-
-    if session.scalar(sa.select(Institution.id).where(Institution.is_centre).limit(1)) is None:
-        try:
-            auth.create_institution(session, code=DEMO_LEAD_CODE, name=DEMO_LEAD_NAME, level="县级医院", is_centre=True)
-            session.commit()
-        except sa.exc.IntegrityError:  # another process created it first
-            session.rollback()
-    return auth.superuser_principal(session)
+    return administration.development_principal(session, code=DEMO_LEAD_CODE, name=DEMO_LEAD_NAME)
 
 
 def resolve_principal(runtime: Runtime, session: Session, secret: str | None, *, end_txn: bool = True) -> Principal:

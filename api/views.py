@@ -153,7 +153,7 @@ async def submit(
 
     from api.deps import resolve_principal
     from audit_engine.review import review_payload
-    from audit_engine.store.reviews import submit_review
+    from audit_engine.submission import submit_review
 
     if runtime.db is None:
         raise ApiError(503, "服务尚未就绪", code="transient")

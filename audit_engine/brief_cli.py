@@ -12,7 +12,7 @@ from audit_engine.errors import AuditEngineError, RulebaseError
 def cmd_to_fhir(file: str, *, date_text: str | None = None, identifier: str = "BRIEF-1") -> int:
     """Print the Bundle as JSON on stdout; notes on stderr; 0 converted, 1 bad brief."""
     from audit_engine.brief import read_brief, to_fhir
-    from audit_engine.review import read_input
+    from audit_engine.review_cli import read_input
 
     try:
         text, shown = read_input(file)

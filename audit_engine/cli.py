@@ -101,9 +101,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return commands.cmd_check(args.path) if args.command == "check" else commands.cmd_test(args.path)
     if args.command == "review":
-        from audit_engine import review
+        from audit_engine import review_cli
 
-        return review.cmd_review(args.file, rulebase=args.rulebase, as_json=args.as_json)
+        return review_cli.cmd_review(args.file, rulebase=args.rulebase, as_json=args.as_json)
     if args.command == "audit":
         from audit_engine import chain_check
 

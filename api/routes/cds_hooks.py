@@ -170,7 +170,7 @@ async def feedback(
         parsed.append((card, outcome, reason, at))
 
     from audit_engine.errors import NotFoundError
-    from audit_engine.store.reviews import record_card_feedback
+    from audit_engine.feedback import record_card_feedback
 
     def work() -> tuple[int, int]:
         recorded = 0

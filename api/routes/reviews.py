@@ -206,7 +206,8 @@ class ExplanationIn(BaseModel):
         422: "理由为空，或 rule_id 不在本审核的问题中（OperationOutcome，expression 为 rule_id）"}),
 )
 def explain(review_id: ReviewId, body: ExplanationIn, session: SessionDep, principal: DoctorAnswerDep) -> JSONResponse:
-    from audit_engine.store.reviews import UnknownRuleError, get_review, record_feedback
+    from audit_engine.feedback import UnknownRuleError, record_feedback
+    from audit_engine.store.reviews import get_review
 
     if not body.reason.strip():
         raise ApiError(422, "理由不能为空", code="required", expression="reason")

@@ -27,9 +27,9 @@ from audit_engine.store.models import (
     Task,
 )
 from audit_engine.store.quality_models import ReplayJob
-from audit_engine.store.reviews import submit_review
 from audit_engine.store.stats_models import ReviewStat, ReviewStatItem, ReviewStatRule
 from audit_engine.store.testing import World
+from audit_engine.submission import submit_review
 
 REAL_TABLES = (Prescription, Review, FindingRow, Task, Feedback, ReviewStat, ReviewStatItem, ReviewStatRule)
 
