@@ -23,6 +23,7 @@ from audit_engine.errors import InvalidRequestError, NotFoundError
 from audit_engine.policy import Policy
 from audit_engine.store.models import Institution
 from audit_engine.store.policies import policy_for, set_policy
+from audit_engine.unit_of_work import UnitOfWork
 
 POLICY_FIELDS = tuple(f.name for f in fields(Policy))
 CENTRE_LEVEL = "县级医院"
@@ -78,3 +79,27 @@ def change_policy(s: Session, *, code: str, changes: dict[str, Any], actor: audi
     audit_log.append(s, actor=actor, action="policy.updated", object_type="Institution", object_id=code,
                      institution_id=inst.id, detail={"before": before.snapshot(), "after": after.snapshot()})
     return after
+
+
+# --------------------------------------------------------------------------- use cases (own their transaction)
+def log_in(uow: UnitOfWork, *, username: str, password: str) -> tuple[auth.Principal, str] | None:
+    """A user's principal and a fresh bearer token when the password matches, else None
+    (nothing is written then)."""
+    with uow as s:
+        principal = auth.authenticate_user(s, username=username, password=password)
+        if principal is None:
+            s.rollback()
+            return None
+        return principal, auth.issue_token(s, principal=principal)
+
+
+def update_policy(uow: UnitOfWork, *, code: str, changes: dict[str, Any], actor: audit_log.Actor) -> Policy:
+    """:func:`change_policy` in its own transaction."""
+    with uow as s:
+        return change_policy(s, code=code, changes=changes, actor=actor)
+
+
+def show_policy(uow: UnitOfWork, *, code: str) -> Policy:
+    """:func:`institution_policy`, reading only."""
+    with uow as s:
+        return institution_policy(s, code=code)

@@ -7,6 +7,7 @@ written to the audit log, in the caller's unit of work.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -16,9 +17,12 @@ from sqlalchemy.orm import Session
 from audit_engine import audit_log
 from audit_engine.auth import Principal, authorize, can_see
 from audit_engine.errors import InvalidRequestError, NotFoundError, TransitionError
+from audit_engine.queue import require_reason
 from audit_engine.store.db import utcnow
 from audit_engine.store.models import CdsCard, Feedback, FindingRow, Review, Task
-from audit_engine.store.reviews import insert_ignoring_conflicts
+from audit_engine.store.records import ReviewRecord
+from audit_engine.store.reviews import get_review, insert_ignoring_conflicts
+from audit_engine.unit_of_work import UnitOfWork
 
 
 class UnknownRuleError(InvalidRequestError):
@@ -144,3 +148,43 @@ def _apply_feedback(
                 "outcome_at": outcome_at.isoformat() if outcome_at else None},
         at=at,
     )
+
+
+# --------------------------------------------------------------------------- use cases (own their transaction)
+class CardNotFoundError(NotFoundError):
+    """Feedback names a card this service never issued to the caller (404, at that card)."""
+
+    issue_code = "not-found"
+
+    def __init__(self, err: NotFoundError, card: str, position: int) -> None:
+        super().__init__(err.location, f"{err.message}：{card}")
+        self.field = f"feedback[{position}].card"
+
+
+def explain(uow: UnitOfWork, *, review_id: str, principal: Principal, reason: str,
+            rule_id: str | None = None) -> ReviewRecord | None:
+    """The doctor's reason for an ``explain`` verdict (the native twin of a CDS override):
+    recorded, then the review as it stands now."""
+    require_reason(reason, f"Review/{review_id}", "理由不能为空")
+    with uow as s:
+        record_feedback(s, review_id=review_id, principal=principal, outcome="overridden", rule_id=rule_id,
+                        reason=reason.strip())
+        return get_review(s, review_id=review_id, principal=principal)
+
+
+def record_cards_feedback(
+    uow: UnitOfWork, *, principal: Principal,
+    items: Sequence[tuple[str, Literal["accepted", "overridden"], str | None, datetime | None]],
+) -> tuple[int, int]:
+    """CDS Hooks feedback on several cards, all or none: (recorded, already recorded).
+    Each item is (card id, outcome, override reason, outcome time)."""
+    recorded = 0
+    with uow as s:
+        for i, (card, outcome, reason, at) in enumerate(items):
+            try:
+                new = record_card_feedback(s, card_id=card, principal=principal, outcome=outcome, reason=reason,
+                                           outcome_at=at)
+            except NotFoundError as err:
+                raise CardNotFoundError(err, card, i) from None
+            recorded += int(new)
+    return recorded, len(items) - recorded

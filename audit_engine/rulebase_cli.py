@@ -185,10 +185,7 @@ class DatabaseTarget:
         from audit_engine.rulebase_dry_run import dry_run
 
         row = self._row(version)
-        try:
-            return dry_run(self._session, row=row, principal=self.principal, settings=self.settings, limit=limit)
-        finally:
-            self._session.rollback()
+        return dry_run(self._session, row=row, principal=self.principal, settings=self.settings, limit=limit)
 
     def activate(self, version: str) -> dict[str, Any]:
         from audit_engine import rulebase_lifecycle as rulebases

@@ -20,6 +20,14 @@ from audit_engine.rulebase_lifecycle import StoreSettings
 
 
 def dry_run(session: Session, *, row: Any, principal: Any, settings: StoreSettings, limit: int = 200) -> dict[str, Any]:
+    """The report of how verdicts would change; reads only, and ends its read transaction."""
+    try:
+        return _dry_run(session, row=row, principal=principal, settings=settings, limit=limit)
+    finally:
+        session.rollback()
+
+
+def _dry_run(session: Session, *, row: Any, principal: Any, settings: StoreSettings, limit: int) -> dict[str, Any]:
     from audit_engine.auth import visible_institution_ids
     from audit_engine.engine import Engine
     from audit_engine.policy import Policy, decide_verdict
