@@ -258,7 +258,7 @@ def get_report(
     institution: InstitutionQ = None,
 ) -> Response:
     from audit_engine.errors import InvalidRequestError
-    from audit_engine.stats import reports
+    from audit_engine.stats import export, reports
     from audit_engine.stats.periods import one_period
 
     if format not in reports.FORMATS:
@@ -266,7 +266,7 @@ def get_report(
     with uow as s:
         data = reports.report_data(s, principal=principal, period=one_period(month=month, half=half, year=year),
                                    institution=institution)
-    body = reports.render(data, format)
+    body = export.render(data, format)
     name = reports.file_name(data, format)
     return Response(body, media_type=reports.MEDIA_TYPES[format],
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -18,7 +18,6 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from audit_engine.auth import Principal, visible_institution_ids
-from audit_engine.errors import InvalidRequestError
 from audit_engine.stats import queries as q
 from audit_engine.stats.definitions import BY_CODE, SLICE_CODES
 from audit_engine.stats.indicators import alliance_ids, institution_filter, rule_rows, spread_for
@@ -137,22 +136,6 @@ def render_csv(data: ReportData) -> bytes:
     for row in long_rows(data):
         writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_COLUMNS})
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
-
-
-def render(data: ReportData, fmt: str) -> bytes:
-    if fmt == "csv":
-        return render_csv(data)
-    if fmt == "xlsx":
-        from audit_engine.stats.report_xlsx import render_xlsx
-
-        return render_xlsx(data)
-    if fmt == "measure-report":
-        import json
-
-        from audit_engine.stats.measure_report import measure_report_bundle
-
-        return json.dumps(measure_report_bundle(data), ensure_ascii=False, indent=1).encode("utf-8")
-    raise InvalidRequestError("format", f"format 应为 {'、'.join(FORMATS)} 之一，收到 {fmt!r}")
 
 
 def file_name(data: ReportData, fmt: str) -> str:
