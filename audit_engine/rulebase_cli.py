@@ -134,10 +134,12 @@ class DatabaseTarget:
         from api.config import load_settings
         from audit_engine import auth
         from audit_engine.store.db import make_engine
+        from audit_engine.unit_of_work import UnitOfWork
 
         self.settings = load_settings().model_copy(update={"database_url": database_url})
         self._db = make_engine(database_url)
         self._session = Session(self._db)
+        self._uow = UnitOfWork(self._session)
         try:
             principal = auth.authenticate_user(self._session, username=user, password=password)
             self._session.commit()
@@ -156,7 +158,7 @@ class DatabaseTarget:
         from audit_engine import rulebase_lifecycle as rulebases
 
         try:
-            return rulebases.get_version(self._session, version)
+            return rulebases.get_version(self._uow, version)
         except rulebases.LifecycleError as err:
             raise CliError(err.message) from None
 
@@ -173,13 +175,13 @@ class DatabaseTarget:
         checked = rulebases.check_files(files, self.settings)
         if not checked.ok or checked.version is None:
             return {"ok": False, "diagnostics": [rulebases.diag_json(d) for d in checked.diagnostics]}
-        row, _ = rulebases.store_version(self._session, self.principal, files, label, checked)
+        row, _ = rulebases.store_version(self._uow, self.principal, files, label, checked)
         return {"ok": True, **rulebases.row_json(row), "rules": checked.rule_count}
 
     def versions(self) -> list[dict[str, Any]]:
         from audit_engine import rulebase_lifecycle as rulebases
 
-        return [rulebases.row_json(r) for r in rulebases.list_versions(self._session)]
+        return [rulebases.row_json(r) for r in rulebases.list_versions(self._uow)]
 
     def dry_run(self, version: str, limit: int) -> dict[str, Any]:
         from audit_engine.rulebase_dry_run import dry_run
@@ -191,14 +193,14 @@ class DatabaseTarget:
         from audit_engine import rulebase_lifecycle as rulebases
 
         row = self._row(version)
-        rulebases.activate_version(self._session, self.principal, row)
+        rulebases.activate_version(self._uow, self.principal, row)
         return {**rulebases.row_json(row), "serving": None}
 
     def rollback(self) -> dict[str, Any]:
         from audit_engine import rulebase_lifecycle as rulebases
 
         try:
-            row = rulebases.rollback_version(self._session, self.principal)
+            row = rulebases.rollback_version(self._uow, self.principal)
         except rulebases.LifecycleError as err:
             raise CliError(err.message) from None
         return {**rulebases.row_json(row), "serving": None}

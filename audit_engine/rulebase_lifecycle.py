@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from audit_engine.errors import Diagnostic, InputIssue, IntakeError, RulebaseError
+from audit_engine.unit_of_work import UnitOfWork
 
 ALLOWED_SUFFIXES = (".rules", ".csv", ".md", ".txt")
 MAX_FILES = 2000
@@ -258,78 +259,77 @@ class LifecycleError(Exception):
         self.code = code
 
 
-def store_version(session: Session, principal: Any, files: Mapping[str, str], label: str | None,
+def store_version(uow: UnitOfWork, principal: Any, files: Mapping[str, str], label: str | None,
                   checked: Checked) -> tuple[Any, bool]:
     """Store a checked version (uploaded, not active); (row, created). Idempotent on content."""
     from audit_engine.store.db import utcnow
 
     model = _model()
     assert checked.version is not None
-    row = session.get(model, checked.version)
-    if row is not None:
-        return row, False
-    row = model(version=checked.version, label=label, files=dict(files), status="uploaded",
-                uploaded_by=principal.actor, uploaded_at=utcnow())
-    session.add(row)
-    audit(session, principal, "rulebase.uploaded", str(checked.version))
-    session.commit()
+    with uow as session:
+        row = session.get(model, checked.version)
+        if row is not None:
+            return row, False
+        row = model(version=checked.version, label=label, files=dict(files), status="uploaded",
+                    uploaded_by=principal.actor, uploaded_at=utcnow())
+        session.add(row)
+        audit(session, principal, "rulebase.uploaded", str(checked.version))
     return row, True
 
 
-def get_version(session: Session, version: str) -> Any:
+def get_version(uow: UnitOfWork, version: str) -> Any:
     """The stored version ``version``, or a unique prefix of one (LifecycleError 404/409 otherwise)."""
     model = _model()
-    row = session.get(model, version)
-    if row is not None:
-        return row
-    if len(version) >= 6 and all(c in "0123456789abcdef" for c in version):
-        found = session.scalars(sa.select(model).where(model.version.startswith(version)).limit(2)).all()
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise LifecycleError(409, f"版本前缀 {version} 对应多个版本，请多写几位", "conflict")
+    with uow as session:
+        row = session.get(model, version)
+        if row is not None:
+            return row
+        if len(version) >= 6 and all(c in "0123456789abcdef" for c in version):
+            found = session.scalars(sa.select(model).where(model.version.startswith(version)).limit(2)).all()
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise LifecycleError(409, f"版本前缀 {version} 对应多个版本，请多写几位", "conflict")
     raise LifecycleError(404, f"没有规则库版本 {version}", "not-found")
 
 
-def list_versions(session: Session) -> list[Any]:
+def list_versions(uow: UnitOfWork) -> list[Any]:
     model = _model()
-    return list(session.scalars(sa.select(model).order_by(model.uploaded_at.desc())).all())
+    with uow as session:
+        return list(session.scalars(sa.select(model).order_by(model.uploaded_at.desc())).all())
 
 
-def activate_version(session: Session, principal: Any, row: Any) -> None:
+def activate_version(uow: UnitOfWork, principal: Any, row: Any) -> None:
     """Make ``row`` the active version (one transaction) and record rulebase.activated."""
-    make_active(session, principal, row, action="rulebase.activated")
+    with uow as session:
+        _make_active(session, principal, row, action="rulebase.activated")
 
 
-def rollback_version(session: Session, principal: Any) -> Any:
+def rollback_version(uow: UnitOfWork, principal: Any) -> Any:
     """Re-activate the most recently activated other version; LifecycleError 409 when none."""
     model = _model()
-    current = session.scalar(sa.select(model).where(model.status == "active"))
-    q = sa.select(model).where(model.activated_at.is_not(None), model.status != "active")
-    previous = session.scalar(q.order_by(model.activated_at.desc()).limit(1))
-    if previous is None:
-        raise LifecycleError(409, "没有可回滚的先前版本", "conflict")
-    make_active(session, principal, previous, action="rulebase.rolled_back",
-                detail={"from": current.version if current else None})
+    with uow as session:
+        current = session.scalar(sa.select(model).where(model.status == "active"))
+        q = sa.select(model).where(model.activated_at.is_not(None), model.status != "active")
+        previous = session.scalar(q.order_by(model.activated_at.desc()).limit(1))
+        if previous is None:
+            raise LifecycleError(409, "没有可回滚的先前版本", "conflict")
+        _make_active(session, principal, previous, action="rulebase.rolled_back",
+                     detail={"from": current.version if current else None})
     return previous
 
 
-def make_active(session: Session, principal: Any, row: Any, *, action: str,
-                detail: dict[str, Any] | None = None) -> None:
-    """One transaction: retire the active row, activate this one (stamping when)."""
+def _make_active(session: Session, principal: Any, row: Any, *, action: str,
+                 detail: dict[str, Any] | None = None) -> None:
+    """Retire the active row and activate this one (stamping when), in the caller's transaction."""
     from audit_engine.store.db import utcnow
 
     model = _model()
-    try:
-        session.execute(sa.update(model).where(model.status == "active", model.version != row.version)
-                        .values(status="retired"))
-        row.status = "active"
-        row.activated_at = utcnow()
-        audit(session, principal, action, row.version, detail)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+    session.execute(sa.update(model).where(model.status == "active", model.version != row.version)
+                    .values(status="retired"))
+    row.status = "active"
+    row.activated_at = utcnow()
+    audit(session, principal, action, row.version, detail)
 
 
 def audit(session: Session, principal: Any, action: str, version: str, detail: dict[str, Any] | None = None) -> None:
