@@ -15,6 +15,7 @@ from api.errors import ApiError
 from api.runtime import Runtime
 from audit_engine.auth import Operation, Principal, authorize
 from audit_engine.store.db import read_scope
+from audit_engine.unit_of_work import UnitOfWork
 
 log = logging.getLogger("api")
 
@@ -43,7 +44,7 @@ SettingsDep = Annotated[Settings, Depends(settings_dep)]
 
 
 async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
-    """One session per request; the repository functions commit what they write.
+    """One session per request (routes reach it through ``UnitOfWorkDep``; the services commit).
 
     Async on purpose: opening and closing a Session does no I/O, so this costs no trip to
     the thread pool (the routes' own work goes there).
@@ -60,24 +61,25 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+async def get_unit_of_work(session: SessionDep) -> UnitOfWork:
+    """The request's unit of work: the service a route calls opens it (``with uow as s:``) and so
+    owns the transaction: committed when its work is done, rolled back when it raises. The
+    session is the request's, closed after the response."""
+    return UnitOfWork(session)
+
+
+UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
+
+
 def _unauthorized(message: str) -> ApiError:
     return ApiError(401, message, code="login", headers={"WWW-Authenticate": "Bearer"})
 
 
 def demo_principal(session: Session) -> Principal:
     """AUDIT_AUTH_DISABLED=1: the demo lead county hospital (created if missing) with every role."""
-    import sqlalchemy as sa
+    from audit_engine import administration
 
-    from audit_engine import auth
-    from audit_engine.store.models import Institution
-
-    if session.scalar(sa.select(Institution.id).where(Institution.is_centre).limit(1)) is None:
-        try:
-            auth.create_institution(session, code=DEMO_LEAD_CODE, name=DEMO_LEAD_NAME, level="县级医院", is_centre=True)
-            session.commit()
-        except sa.exc.IntegrityError:  # another process created it first
-            session.rollback()
-    return auth.superuser_principal(session)
+    return administration.development_principal(session, code=DEMO_LEAD_CODE, name=DEMO_LEAD_NAME)
 
 
 def resolve_principal(runtime: Runtime, session: Session, secret: str | None, *, end_txn: bool = True) -> Principal:

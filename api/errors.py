@@ -114,7 +114,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _service(_: Request, err: ServiceError) -> JSONResponse:
         status = err.status if 400 <= err.status < 500 else 400
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        body = simple_outcome(_HTTP_CODES.get(status, "processing"), f"{err.message}（{err.location}）")
+        field = getattr(err, "field", None)
+        if field is not None:  # an error about one field of the request body: point at it
+            body = simple_outcome(getattr(err, "issue_code", "value"), err.message, expression=field)
+        else:
+            body = simple_outcome(_HTTP_CODES.get(status, "processing"), f"{err.message}（{err.location}）")
         return fhir_response(body, status, headers)
 
     @app.exception_handler(RequestValidationError)

@@ -1,7 +1,7 @@
 """The FastAPI application: ``create_app()`` wires settings, runtime, errors and routes.
 
 Follow one prescription from ``api/routes/cds_hooks.py`` (or ``reviews.py``) through
-``audit_engine.store.reviews.submit_review`` → ``audit_engine.review.review_payload``.
+``audit_engine.submission.submit_review`` → ``audit_engine.review.review_payload``.
 """
 
 from __future__ import annotations

@@ -169,8 +169,8 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
         print("--reset-demo 只能与 --demo 一起使用：audit-engine serve --demo --reset-demo", file=sys.stderr)
         return 2
     if demo:
-        from api.demo import DemoFeed, load_demo
-        from api.demo import reset_demo as do_reset
+        from audit_engine.demo import DemoFeed, load_demo
+        from audit_engine.demo import reset_demo as do_reset
 
         try:
             if reset_demo and not do_reset(settings.database_url, out=sys.stdout):
@@ -236,21 +236,16 @@ def cmd_institution_add(code: str, name: str, *, level: str) -> int:
 
     The first 县级医院 registered becomes the review centre (牵头医院); later institutions join it.
     """
-    import sqlalchemy as sa
-
-    from audit_engine import auth
+    from audit_engine import administration
     from audit_engine.errors import ServiceError
     from audit_engine.store.db import make_engine, session_scope, upgrade_schema
-    from audit_engine.store.models import Institution
 
     url = get_settings().database_url
     upgrade_schema(url)
     db = make_engine(url)
     try:
         with session_scope(db) as s:
-            has_centre = s.scalar(sa.select(Institution.id).where(Institution.is_centre).limit(1)) is not None
-            inst, key = auth.create_institution(s, code=code, name=name, level=level,
-                                                is_centre=(level == "县级医院" and not has_centre))
+            inst, key = administration.register_institution(s, code=code, name=name, level=level)
             centre = inst.is_centre
     except ServiceError as err:
         print(f"错误：{err.message}（{err.location}）", file=sys.stderr)

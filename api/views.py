@@ -153,7 +153,8 @@ async def submit(
 
     from api.deps import resolve_principal
     from audit_engine.review import review_payload
-    from audit_engine.store.reviews import submit_review
+    from audit_engine.submission import submit_review
+    from audit_engine.unit_of_work import UnitOfWork
 
     if runtime.db is None:
         raise ApiError(503, "服务尚未就绪", code="transient")
@@ -163,17 +164,10 @@ async def submit(
 
     def work() -> Any:
         engine = runtime.review_engine()  # may poll the DB for the active version: before our transaction
-        with Session(db, expire_on_commit=False) as session:
-            try:
-                caller = principal if principal is not None else resolve_principal(runtime, session, secret,
-                                                                                   end_txn=False)
-                record = submit_review(session, principal=caller, payload=payload, kind=kind,
-                                       engine=engine, raw=raw, replaces_review_id=replaces_review_id,
-                                       review_fn=review_fn)
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
-        return record
+        with Session(db, expire_on_commit=False) as session, UnitOfWork(session):
+            caller = principal if principal is not None else resolve_principal(runtime, session, secret,
+                                                                               end_txn=False)
+            return submit_review(session, principal=caller, payload=payload, kind=kind, engine=engine, raw=raw,
+                                 replaces_review_id=replaces_review_id, review_fn=review_fn)
 
     return await run_in_threadpool(work)

@@ -1,4 +1,8 @@
-"""Administration use cases: an institution's verdict policy, read and changed by an admin.
+"""Administration use cases: registering institutions, and an institution's verdict policy.
+
+Registration applies the alliance's one rule for review centres: the first 县级医院
+registered becomes the review centre (牵头医院); later institutions join it.
+
 
 A change names only the fields it changes; the result is validated as a whole
 (``Policy.__post_init__``), stored, and written to the audit log with the policy before
@@ -14,12 +18,35 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from audit_engine import audit_log
+from audit_engine import audit_log, auth
 from audit_engine.errors import InvalidRequestError, NotFoundError
-from audit_engine.policy import Policy, policy_for, set_policy
+from audit_engine.policy import Policy
 from audit_engine.store.models import Institution
+from audit_engine.store.policies import policy_for, set_policy
+from audit_engine.unit_of_work import UnitOfWork
 
 POLICY_FIELDS = tuple(f.name for f in fields(Policy))
+CENTRE_LEVEL = "县级医院"
+
+
+def register_institution(s: Session, *, code: str, name: str, level: str) -> tuple[Institution, str]:
+    """Register an institution and return it with its first API key (shown once): the first
+    县级医院 becomes the review centre, every other institution joins the existing one."""
+    has_centre = s.scalar(sa.select(Institution.id).where(Institution.is_centre).limit(1)) is not None
+    return auth.create_institution(s, code=code, name=name, level=level,
+                                   is_centre=level == CENTRE_LEVEL and not has_centre)
+
+
+def development_principal(s: Session, *, code: str, name: str) -> auth.Principal:
+    """For ``AUDIT_AUTH_DISABLED=1`` only: the review centre with every role, registering the
+    county hospital ``code`` first when the alliance has no centre yet (its own transaction)."""
+    if s.scalar(sa.select(Institution.id).where(Institution.is_centre).limit(1)) is None:
+        try:
+            register_institution(s, code=code, name=name, level=CENTRE_LEVEL)
+            s.commit()
+        except sa.exc.IntegrityError:  # another process created it first
+            s.rollback()
+    return auth.superuser_principal(s)
 
 
 def _institution(s: Session, code: str) -> Institution:
@@ -52,3 +79,27 @@ def change_policy(s: Session, *, code: str, changes: dict[str, Any], actor: audi
     audit_log.append(s, actor=actor, action="policy.updated", object_type="Institution", object_id=code,
                      institution_id=inst.id, detail={"before": before.snapshot(), "after": after.snapshot()})
     return after
+
+
+# --------------------------------------------------------------------------- use cases (own their transaction)
+def log_in(uow: UnitOfWork, *, username: str, password: str) -> tuple[auth.Principal, str] | None:
+    """A user's principal and a fresh bearer token when the password matches, else None
+    (nothing is written then)."""
+    with uow as s:
+        principal = auth.authenticate_user(s, username=username, password=password)
+        if principal is None:
+            s.rollback()
+            return None
+        return principal, auth.issue_token(s, principal=principal)
+
+
+def update_policy(uow: UnitOfWork, *, code: str, changes: dict[str, Any], actor: audit_log.Actor) -> Policy:
+    """:func:`change_policy` in its own transaction."""
+    with uow as s:
+        return change_policy(s, code=code, changes=changes, actor=actor)
+
+
+def show_policy(uow: UnitOfWork, *, code: str) -> Policy:
+    """:func:`institution_policy`, reading only."""
+    with uow as s:
+        return institution_policy(s, code=code)

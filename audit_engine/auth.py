@@ -36,11 +36,12 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session
 
 from audit_engine.errors import AccessDeniedError, InvalidRequestError, NotFoundError
-from audit_engine.policy import Policy, policy_columns, stored_policy
+from audit_engine.policy import Policy
 from audit_engine.schema import INSTITUTION_LEVELS
 from audit_engine.store.db import utcnow
 from audit_engine.store.models import ApiKey, Institution, User, UserToken
 from audit_engine.store.models import Policy as PolicyRow
+from audit_engine.store.policies import policy_columns, stored_policy
 
 ROLES = ("pharmacist", "quality", "admin")
 HIS_ROLE = "his"
@@ -97,7 +98,7 @@ class Principal:
     institution_level: str | None
     is_centre: bool
     # The institution's verdict policy when it was read with the credentials (an API key);
-    # None means "look it up" (policy.policy_for).
+    # None means "look it up" (store.policies.policy_for).
     policy: Policy | None = None
 
     @property

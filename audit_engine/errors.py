@@ -129,3 +129,10 @@ class InvalidRequestError(ServiceError):
     """A well-formed request with values the service cannot accept (HTTP 422)."""
 
     status = 422
+
+
+class MissingReasonError(InvalidRequestError):
+    """A decision or answer that needs a reason came without one (HTTP 422, at ``reason``)."""
+
+    field = "reason"
+    issue_code = "required"

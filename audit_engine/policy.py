@@ -3,21 +3,17 @@
 Each institution sets the levels (county 0-9 scale) at which the doctor must explain, a
 pharmacist must recheck, and the prescription is blocked; whether an internal failure
 fails open or closed; the pharmacists' working hours; and what happens when nobody
-decides in time. ``decide_verdict`` is pure; ``policy_for`` reads the stored row. Every
-review stores ``Policy.snapshot()`` of the policy that decided it.
+decides in time. Everything here is pure: the stored policies are read and written by
+``store/policies.py``. Every review stores ``Policy.snapshot()`` of the policy that decided it.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
-
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from audit_engine.errors import InvalidRequestError
 from audit_engine.findings import Finding
@@ -179,52 +175,3 @@ def timeout_passes(policy: Policy, *, max_level: int, engine_failed: bool = Fals
 def failure_verdict(policy: Policy) -> Verdict:
     """The verdict when the engine itself failed: fail open passes, fail closed goes to a pharmacist."""
     return "pass" if policy.fail_mode == "open" else "recheck"
-
-
-# The stored policy's columns are named as the fields of Policy.
-_POLICY_COLUMNS = tuple(f.name for f in fields(Policy))
-
-
-@functools.cache
-def policy_columns() -> tuple[sa.Column[Any], ...]:
-    """The stored policy's columns, named as the fields of ``Policy`` (for a query that reads
-    a policy along with something else: see ``stored_policy``)."""
-    from audit_engine.store.models import Policy as PolicyRow
-
-    table: sa.Table = PolicyRow.__table__  # type: ignore[assignment]
-    return tuple(table.c[name] for name in _POLICY_COLUMNS)
-
-
-@functools.cache
-def _policy_select() -> sa.Select[Any]:
-    """Built once (Core columns, a bind parameter): it runs on every review."""
-    columns = policy_columns()
-    return sa.select(*columns).where(columns[0].table.c.institution_id == sa.bindparam("institution_id"))
-
-
-def policy_for(s: Session, *, institution_id: int) -> Policy:
-    """The stored policy of an institution, or the defaults when it has none."""
-    return stored_policy(s.execute(_policy_select(), {"institution_id": institution_id}).first())
-
-
-def stored_policy(row: Any) -> Policy:
-    """The policy in a row holding ``policy_columns()``: the defaults when there is no row,
-    or when an outer join found no stored policy (the columns are then NULL)."""
-    if row is None or row.explain_at is None:
-        return Policy()
-    return Policy.from_snapshot(dict(row._mapping))
-
-
-def set_policy(s: Session, *, institution_id: int, policy: Policy) -> None:
-    """Store (insert or replace) an institution's policy; later reviews use it."""
-    from audit_engine.store.db import utcnow
-    from audit_engine.store.models import Policy as PolicyRow
-
-    row = s.get(PolicyRow, institution_id)
-    if row is None:
-        row = PolicyRow(institution_id=institution_id)
-        s.add(row)
-    for name, value in policy.snapshot().items():  # the columns are named as the fields
-        setattr(row, name, value)
-    row.updated_at = utcnow()
-    s.flush()

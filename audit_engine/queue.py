@@ -22,7 +22,9 @@ makes every UPDATE conditional, so two processes can never both move the same ta
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -32,7 +34,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from audit_engine import audit_log, webhooks
 from audit_engine.auth import Principal, authorize, can_see, visible_institution_ids
-from audit_engine.errors import InvalidRequestError, NotFoundError, TransitionError
+from audit_engine.errors import InvalidRequestError, MissingReasonError, NotFoundError, TransitionError
 from audit_engine.policy import Policy, timeout_passes
 from audit_engine.store.db import read_scope, utcnow
 from audit_engine.store.models import Institution, Review, Task
@@ -282,6 +284,12 @@ def release(s: Session, *, task_id: str, principal: Principal, now: datetime | N
     return _record(s, task)
 
 
+def require_reason(reason: str | None, location: str, message: str) -> None:
+    """The one check of the decisions and answers that need a reason (MissingReasonError, 422)."""
+    if not (reason and reason.strip()):
+        raise MissingReasonError(location, message)
+
+
 def decide(
     s: Session,
     *,
@@ -301,8 +309,8 @@ def decide(
         raise InvalidRequestError(
             f"Task/{task_id}", f"未知决定 {decision!r}（应为 approve、reject 或 return）"
         )
-    if decision != "approve" and not (reason and reason.strip()):
-        raise InvalidRequestError(f"Task/{task_id}", "拒绝或打回必须填写理由")
+    if decision != "approve":
+        require_reason(reason, f"Task/{task_id}", "拒绝或打回必须填写理由")
     at = now or utcnow()
     task = _locked_task(s, task_id, principal)
     _check(task, decision)
@@ -339,20 +347,19 @@ def doctor_answer(
     modified prescription) or ``insist`` with a reason (双签, double signature)."""
     authorize(principal, "review.answer")
     at = now or utcnow()
+    if kind == "insist":  # before anything is locked, as for a pharmacist's decision
+        require_reason(reason, f"Task/{task_id}", "坚持原处方（双签）必须说明理由")
     task = _locked_task(s, task_id, principal)
     if kind in ("insist", "modify"):
         _check(task, kind)
-    if kind == "insist":
-        if not (reason and reason.strip()):
-            raise InvalidRequestError(f"Task/{task_id}", "坚持原处方（双签）必须填写理由")
-    elif kind == "modify":
+    if kind == "modify":
         new = s.get(Review, new_review_id) if new_review_id else None
         if new is None or new.institution_id != task.institution_id:
             raise InvalidRequestError(f"Task/{task_id}", "修改处方须提供同一机构的新审核 new_review_id")
         if new.previous_review_id is None:
             new.previous_review_id = task.review_id
         task.next_review_id = new.id
-    else:
+    elif kind != "insist":
         raise InvalidRequestError(f"Task/{task_id}", f"未知答复 {kind!r}（应为 modify 或 insist）")
     if task.status == RETURNED:
         task.doctor_answer, task.doctor_reason, task.closed_at = kind, reason, at
@@ -538,16 +545,43 @@ def list_tasks(
     return [_record(s, t) for t in s.scalars(q)]
 
 
+def decision_status(engine: sa.Engine, *, review_id: str) -> tuple[str, bool] | None:
+    """(outcome, decided) of a review in a read transaction of its own, so each poll sees
+    what any process committed since; None for an unknown review. Blocking."""
+    with read_scope(engine) as s:
+        return review_status(s, review_id=review_id)
+
+
+async def await_decision(
+    engine: sa.Engine,
+    *,
+    review_id: str,
+    timeout_s: float,
+    poll_s: float = 0.05,
+    max_poll_s: float = 0.5,
+    stop: Callable[[], Awaitable[bool]] | None = None,
+) -> tuple[str, bool] | None:
+    """The long-poll: wait until the review is decided or ``timeout_s`` passes, polling the
+    database (a decision may be made by any process), every ``poll_s`` at first and backing
+    off gently to ``max_poll_s``. ``stop`` (e.g. "has the client gone?") ends the wait early.
+    Returns the last (outcome, decided), or None for an unknown review. Each poll runs in a
+    worker thread, so the event loop is never blocked."""
+    from anyio import to_thread
+
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    interval = poll_s
+    while True:
+        status = await to_thread.run_sync(lambda: decision_status(engine, review_id=review_id))
+        remaining = deadline - time.monotonic()
+        if status is None or status[1] or remaining <= 0 or (stop is not None and await stop()):
+            return status
+        await asyncio.sleep(min(interval, remaining))
+        interval = min(interval * 1.5, max(max_poll_s, poll_s))
+
+
 def wait_for_decision(
     engine: sa.Engine, *, review_id: str, timeout_s: float, poll_s: float = 0.2
 ) -> tuple[str, bool] | None:
-    """Long-poll helper: wait until the review is decided or ``timeout_s`` passes, polling the
-    database (so a decision made by any process is seen). Returns (outcome, decided), or None
-    for an unknown review. Blocking: call it from a worker thread."""
-    deadline = time.monotonic() + max(0.0, timeout_s)
-    while True:
-        with read_scope(engine) as s:
-            status = review_status(s, review_id=review_id)
-        if status is None or status[1] or time.monotonic() >= deadline:
-            return status
-        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+    """:func:`await_decision` for code outside an event loop (blocking: call it from a worker thread)."""
+    return asyncio.run(await_decision(engine, review_id=review_id, timeout_s=timeout_s, poll_s=poll_s,
+                                      max_poll_s=poll_s))

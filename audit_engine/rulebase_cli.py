@@ -5,7 +5,7 @@ Two ways to reach production, with the same checks and audit entries:
 * ``--url http://审方中心:8000`` talks to a running service over HTTP, logged in as an admin
   user (the API's own checks, audit entries and immediate swap on activation);
 * ``--database-url postgresql://…`` works on the database directly, through the same lifecycle
-  functions the API routes call (``api.rulebases``), after checking the admin's password against
+  functions the API routes call (``audit_engine.rulebase_lifecycle``), after checking the admin's password against
   the users table; running services pick an activation up within their poll interval.
 
 The user name and password come from ``AUDIT_ADMIN_USER`` / ``AUDIT_ADMIN_PASSWORD``, else are
@@ -134,10 +134,12 @@ class DatabaseTarget:
         from api.config import load_settings
         from audit_engine import auth
         from audit_engine.store.db import make_engine
+        from audit_engine.unit_of_work import UnitOfWork
 
         self.settings = load_settings().model_copy(update={"database_url": database_url})
         self._db = make_engine(database_url)
         self._session = Session(self._db)
+        self._uow = UnitOfWork(self._session)
         try:
             principal = auth.authenticate_user(self._session, username=user, password=password)
             self._session.commit()
@@ -153,55 +155,52 @@ class DatabaseTarget:
         self.principal = principal
 
     def _row(self, version: str) -> Any:
-        from api import rulebases
+        from audit_engine import rulebase_lifecycle as rulebases
 
         try:
-            return rulebases.get_version(self._session, version)
+            return rulebases.get_version(self._uow, version)
         except rulebases.LifecycleError as err:
             raise CliError(err.message) from None
 
     def validate(self, files: dict[str, str]) -> dict[str, Any]:
-        from api import rulebases
+        from audit_engine import rulebase_lifecycle as rulebases
 
         checked = rulebases.check_files(files, self.settings)
         return {"ok": checked.ok, "version": checked.version, "rules": checked.rule_count,
                 "diagnostics": [rulebases.diag_json(d) for d in checked.diagnostics]}
 
     def push(self, files: dict[str, str], label: str | None) -> dict[str, Any]:
-        from api import rulebases
+        from audit_engine import rulebase_lifecycle as rulebases
 
         checked = rulebases.check_files(files, self.settings)
         if not checked.ok or checked.version is None:
             return {"ok": False, "diagnostics": [rulebases.diag_json(d) for d in checked.diagnostics]}
-        row, _ = rulebases.store_version(self._session, self.principal, files, label, checked)
+        row, _ = rulebases.store_version(self._uow, self.principal, files, label, checked)
         return {"ok": True, **rulebases.row_json(row), "rules": checked.rule_count}
 
     def versions(self) -> list[dict[str, Any]]:
-        from api import rulebases
+        from audit_engine import rulebase_lifecycle as rulebases
 
-        return [rulebases.row_json(r) for r in rulebases.list_versions(self._session)]
+        return [rulebases.row_json(r) for r in rulebases.list_versions(self._uow)]
 
     def dry_run(self, version: str, limit: int) -> dict[str, Any]:
-        from api.dry_run import dry_run
+        from audit_engine.rulebase_dry_run import dry_run
 
         row = self._row(version)
-        try:
-            return dry_run(self._session, row=row, principal=self.principal, settings=self.settings, limit=limit)
-        finally:
-            self._session.rollback()
+        return dry_run(self._session, row=row, principal=self.principal, settings=self.settings, limit=limit)
 
     def activate(self, version: str) -> dict[str, Any]:
-        from api import rulebases
+        from audit_engine import rulebase_lifecycle as rulebases
 
         row = self._row(version)
-        rulebases.activate_version(self._session, self.principal, row)
+        rulebases.activate_version(self._uow, self.principal, row)
         return {**rulebases.row_json(row), "serving": None}
 
     def rollback(self) -> dict[str, Any]:
-        from api import rulebases
+        from audit_engine import rulebase_lifecycle as rulebases
 
         try:
-            row = rulebases.rollback_version(self._session, self.principal)
+            row = rulebases.rollback_version(self._uow, self.principal)
         except rulebases.LifecycleError as err:
             raise CliError(err.message) from None
         return {**rulebases.row_json(row), "serving": None}
@@ -213,7 +212,7 @@ class DatabaseTarget:
 
 def read_folder(path: str) -> dict[str, str]:
     """The rulebase files of a folder, as the API receives them."""
-    from api.rulebases import files_of_folder
+    from audit_engine.rulebase_lifecycle import files_of_folder
 
     folder = Path(path)
     if not folder.is_dir():

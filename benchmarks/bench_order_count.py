@@ -109,7 +109,7 @@ def measure(runs: int) -> None:
     from audit_engine.review import load_engine, review_payload
     from audit_engine.store import testing
     from audit_engine.store.db import make_engine, session_scope, upgrade_schema
-    from audit_engine.store.reviews import submit_review
+    from audit_engine.submission import submit_review
 
     engine = load_engine()
     review_payload(herbs(5), kind="bundle", engine=engine)  # warm: dictionary, pydantic models

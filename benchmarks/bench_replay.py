@@ -28,9 +28,9 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="bench-replay-")
     url = args.url or f"sqlite:///{tmp}/bench.sqlite"
 
-    from api import rulebases
-    from api.demo import load_demo
     from audit_engine import auth
+    from audit_engine import rulebase_lifecycle as rulebases
+    from audit_engine.demo import load_demo
     from audit_engine.quality import replay
     from audit_engine.quality.demo_candidate import LABEL, add_candidate
     from audit_engine.review import default_rulebase_path, load_engine

@@ -30,7 +30,7 @@ from bench_service import PG_ADMIN, order_sign, reference_loop_ms
 from audit_engine import auth
 from audit_engine.review import load_engine, review_payload
 from audit_engine.store.db import make_engine, session_scope, upgrade_schema
-from audit_engine.store.reviews import submit_review
+from audit_engine.submission import submit_review
 
 STAGES = ("auth", "pipeline", "store", "commit", "total")
 

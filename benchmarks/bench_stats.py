@@ -45,10 +45,11 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audit_engine.auth import Principal
+from audit_engine.stats.export import render
 from audit_engine.stats.indicators import indicators
 from audit_engine.stats.periods import day_range, month_period, year_period
 from audit_engine.stats.recording import stat_rows
-from audit_engine.stats.reports import render, report_data
+from audit_engine.stats.reports import report_data
 from audit_engine.store.db import make_engine, upgrade_schema
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
-from api.deps import RuntimeDep, SessionDep
+from api.deps import RuntimeDep, UnitOfWorkDep
 from api.errors import ApiError
 from api.openapi import errors
 from api.throttle import client_address
@@ -32,21 +32,20 @@ class TokenOut(BaseModel):
              description="同一用户名或同一客户端地址登录失败过多（默认 15 分钟内 10 次 / 30 次）时答 429，"
                          "`Retry-After` 给出需等待的秒数；其间即使密码正确也不能登录。",
              responses=errors(401, 422, 429, descriptions={401: "用户名或密码错误（OperationOutcome）"}))
-def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, session: SessionDep,
+def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, uow: UnitOfWorkDep,
           runtime: RuntimeDep) -> TokenOut:
-    from audit_engine import auth
+    from audit_engine import administration, auth
 
     throttle = runtime.throttle
     address = client_address(request.scope)
     if throttle is not None:
         throttle.before_login(form.username, address)
-    principal = auth.authenticate_user(session, username=form.username, password=form.password)
-    if principal is None:
+    issued = administration.log_in(uow, username=form.username, password=form.password)
+    if issued is None:
         if throttle is not None:
             throttle.login_failed(form.username, address)
         raise ApiError(401, "用户名或密码错误", code="login", headers={"WWW-Authenticate": "Bearer"})
-    value = auth.issue_token(session, principal=principal)
-    session.commit()
+    principal, value = issued
     role = next(iter(sorted(principal.roles)), "")
     return TokenOut(access_token=value, expires_in=int(auth.TOKEN_TTL.total_seconds()), role=role,
                     username=principal.username or form.username)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from api.deps import DoctorAnswerDep, RuntimeDep, SecretDep, SessionDep
+from api.deps import DoctorAnswerDep, RuntimeDep, SecretDep, UnitOfWorkDep
 from api.errors import ApiError, read_json, read_json_raw
 from api.openapi import errors
 from api.schemas import CdsResponse, CdsServices, FeedbackRecorded
@@ -147,14 +147,14 @@ async def order_sign(service_id: ServiceId, request: Request, runtime: RuntimeDe
     },
 )
 async def feedback(
-    service_id: ServiceId, request: Request, runtime: RuntimeDep, session: SessionDep, principal: DoctorAnswerDep
+    service_id: ServiceId, request: Request, runtime: RuntimeDep, uow: UnitOfWorkDep, principal: DoctorAnswerDep
 ) -> JSONResponse:
     _known(service_id)
     doc = await read_json(request, max_bytes=runtime.settings.max_body_bytes)
     items = doc.get("feedback")
     if not isinstance(items, list) or not items:
         raise ApiError(422, "需要非空数组 feedback", code="required", expression="feedback")
-    parsed = []
+    parsed: list[tuple[str, Literal["accepted", "overridden"], str | None, datetime | None]] = []
     for i, item in enumerate(items):
         where = f"feedback[{i}]"
         if not isinstance(item, dict):
@@ -169,27 +169,10 @@ async def feedback(
         at = _instant(item.get("outcomeTimestamp"), f"{where}.outcomeTimestamp")
         parsed.append((card, outcome, reason, at))
 
-    from audit_engine.errors import NotFoundError
-    from audit_engine.store.reviews import record_card_feedback
+    from audit_engine.feedback import record_cards_feedback
 
-    def work() -> tuple[int, int]:
-        recorded = 0
-        try:
-            for i, (card, outcome, reason, at) in enumerate(parsed):
-                try:
-                    new = record_card_feedback(session, card_id=card, principal=principal, outcome=outcome,
-                                               reason=reason, outcome_at=at)
-                except NotFoundError as err:
-                    raise ApiError(404, err.message + f"：{card}", code="not-found",
-                                   expression=f"feedback[{i}].card") from None
-                recorded += int(new)
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        return recorded, len(parsed) - recorded
-
-    recorded, already = await run_in_threadpool(work)
+    recorded, already = await run_in_threadpool(
+        lambda: record_cards_feedback(uow, principal=principal, items=parsed))
     return JSONResponse({"recorded": recorded, "already_recorded": already})
 
 

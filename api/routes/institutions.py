@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import PolicyAdminDep, SessionDep
+from api.deps import PolicyAdminDep, UnitOfWorkDep
 from api.openapi import errors
 from audit_engine import administration
 from audit_engine.audit_log import Actor
@@ -61,14 +61,13 @@ class PolicyChange(BaseModel):
 
 
 @router.get("/{code}/policy", summary="查看机构的审核策略", response_model=PolicyOut, responses=_ERRORS)
-def get_policy(code: str, session: SessionDep, principal: PolicyAdminDep) -> PolicyOut:
-    return PolicyOut.of(administration.institution_policy(session, code=code))
+def get_policy(code: str, uow: UnitOfWorkDep, principal: PolicyAdminDep) -> PolicyOut:
+    return PolicyOut.of(administration.show_policy(uow, code=code))
 
 
 @router.patch("/{code}/policy", summary="修改机构的审核策略（记入审计日志）", response_model=PolicyOut,
               responses=_ERRORS)
-def change_policy(code: str, body: PolicyChange, session: SessionDep, principal: PolicyAdminDep) -> PolicyOut:
-    with session.begin():
-        policy = administration.change_policy(session, code=code, changes=body.model_dump(exclude_unset=True),
-                                              actor=Actor.of(principal))
+def change_policy(code: str, body: PolicyChange, uow: UnitOfWorkDep, principal: PolicyAdminDep) -> PolicyOut:
+    policy = administration.update_policy(uow, code=code, changes=body.model_dump(exclude_unset=True),
+                                          actor=Actor.of(principal))
     return PolicyOut.of(policy)

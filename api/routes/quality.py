@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import QualityWorkDep, SessionDep
+from api.deps import QualityWorkDep, UnitOfWorkDep
 from api.openapi import errors
 from api.routes.stats import ERRORS, Figure
 from audit_engine.auth import Principal
+from audit_engine.unit_of_work import UnitOfWork
 
 router = APIRouter(prefix="/api/v1", tags=["quality"])
 
@@ -212,168 +212,119 @@ def comment_codes(_: QualityWorkDep) -> list[dict[str, Any]]:
 
 @router.post("/quality/samples", status_code=201, summary="抽取处方点评样本（可复现、满足法定最低数，记录抽样人与时间）",
              response_model=SampleOut, responses=ERRORS)
-def draw_sample(body: SampleIn, session: SessionDep, principal: QualityWorkDep) -> dict[str, Any]:
+def draw_sample(body: SampleIn, uow: UnitOfWorkDep, principal: QualityWorkDep) -> dict[str, Any]:
     from audit_engine.quality import sampling
 
-    try:
-        sample_id = sampling.draw(session, principal=principal, month=body.month, seed=body.seed,
+    with uow as s:
+        sample_id = sampling.draw(s, principal=principal, month=body.month, seed=body.seed,
                                   institution=body.institution, at_least=body.at_least)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    try:
-        return sampling.sample_json(session, sampling.get_sample(session, sample_id=sample_id, principal=principal))
-    finally:
-        session.rollback()
+    with uow as s:
+        return sampling.sample_json(s, sampling.get_sample(s, sample_id=sample_id, principal=principal))
 
 
 @router.get("/quality/samples", summary="点评样本列表（最近 100 个）", response_model=list[SampleOut], responses=ERRORS)
-def list_samples(session: SessionDep, principal: QualityWorkDep,
+def list_samples(uow: UnitOfWorkDep, principal: QualityWorkDep,
                  month: Annotated[str | None, Query(description="YYYY-MM")] = None) -> list[dict[str, Any]]:
     from audit_engine.quality import sampling
 
-    try:
-        return sampling.list_samples(session, principal=principal, month=month)
-    finally:
-        session.rollback()
+    with uow as s:
+        return sampling.list_samples(s, principal=principal, month=month)
 
 
 @router.get("/quality/samples/{sample_id}", summary="点评样本：分层、每张处方与其点评", response_model=SampleOut,
             responses=ERRORS)
-def get_sample(sample_id: str, session: SessionDep, principal: QualityWorkDep) -> dict[str, Any]:
+def get_sample(sample_id: str, uow: UnitOfWorkDep, principal: QualityWorkDep) -> dict[str, Any]:
     from audit_engine.quality import sampling
 
-    try:
-        return sampling.sample_json(session, sampling.get_sample(session, sample_id=sample_id, principal=principal))
-    finally:
-        session.rollback()
+    with uow as s:
+        return sampling.sample_json(s, sampling.get_sample(s, sample_id=sample_id, principal=principal))
 
 
 @router.put("/quality/samples/{sample_id}/comments/{review_id}", summary="点评一张抽样处方：合理，或不合理并给出国家点评代码",
             response_model=CommentOut, responses=ERRORS)
-def put_comment(sample_id: str, review_id: str, body: CommentIn, session: SessionDep,
+def put_comment(sample_id: str, review_id: str, body: CommentIn, uow: UnitOfWorkDep,
                 principal: QualityWorkDep) -> dict[str, Any]:
     from audit_engine.quality.commentary import comment
 
-    try:
-        out = comment(session, principal=principal, sample_id=sample_id, review_id=review_id,
+    with uow as s:
+        out = comment(s, principal=principal, sample_id=sample_id, review_id=review_id,
                       judgement=body.judgement, codes=body.codes, note=body.note)
-        session.commit()
         return out
-    except BaseException:
-        session.rollback()
-        raise
 
 
 @router.get("/quality/qualification", summary="处方合格率（qualification_rate）：每家机构与医共体，按月；问题类型分布",
             response_model=QualificationOut, responses=ERRORS)
-def qualification(session: SessionDep, principal: QualityWorkDep, month: MonthQ) -> dict[str, Any]:
+def qualification(uow: UnitOfWorkDep, principal: QualityWorkDep, month: MonthQ) -> dict[str, Any]:
     from audit_engine.quality.commentary import qualification as compute
 
-    try:
-        return compute(session, principal=principal, month=month)
-    finally:
-        session.rollback()
+    with uow as s:
+        return compute(s, principal=principal, month=month)
 
 
 # --------------------------------------------------------------------------- teaching cases
 @router.post("/quality/teaching-cases", status_code=201, summary="把一次药师干预或点评发现收入教学案例库（匿名化）",
              response_model=TeachingOut, responses=ERRORS)
-def add_teaching_case(body: TeachingIn, session: SessionDep, principal: QualityWorkDep) -> dict[str, Any]:
+def add_teaching_case(body: TeachingIn, uow: UnitOfWorkDep, principal: QualityWorkDep) -> dict[str, Any]:
     from audit_engine.quality.teaching import make_case
 
-    try:
-        out = make_case(session, principal=principal, review_id=body.review_id, title=body.title, lesson=body.lesson)
-        session.commit()
+    with uow as s:
+        out = make_case(s, principal=principal, review_id=body.review_id, title=body.title, lesson=body.lesson)
         return out
-    except BaseException:
-        session.rollback()
-        raise
 
 
 @router.get("/quality/teaching-cases", summary="教学案例库", response_model=list[TeachingOut], responses=ERRORS)
-def teaching_cases(session: SessionDep, principal: QualityWorkDep) -> list[dict[str, Any]]:
+def teaching_cases(uow: UnitOfWorkDep, principal: QualityWorkDep) -> list[dict[str, Any]]:
     from audit_engine.quality.teaching import list_cases
 
-    try:
-        return list_cases(session, principal=principal)
-    finally:
-        session.rollback()
+    with uow as s:
+        return list_cases(s, principal=principal)
 
 
 # --------------------------------------------------------------------------- what-if replay
 @router.get("/quality/candidates", summary="可试运行的候选规则库版本（已上传、未激活）", response_model=list[CandidateOut],
             responses=ERRORS)
-def candidates(session: SessionDep, _: QualityWorkDep) -> list[dict[str, Any]]:
-    from audit_engine.store.models import RulebaseVersion
-
-    try:
-        rows = session.execute(sa.select(RulebaseVersion.version, RulebaseVersion.label, RulebaseVersion.status,
-                                         RulebaseVersion.uploaded_by, RulebaseVersion.uploaded_at)
-                               .where(RulebaseVersion.status != "active")
-                               .order_by(RulebaseVersion.uploaded_at.desc())).all()
-        return [{"version": v, "label": label, "status": st, "uploaded_by": by,
-                 "uploaded_at": at.isoformat(timespec="seconds") + "Z" if at else None}
-                for v, label, st, by, at in rows]
-    finally:
-        session.rollback()
-
-
-def _start(session: Any, principal: Principal, candidate: str, days: int) -> dict[str, Any]:
+def candidates(uow: UnitOfWorkDep, _: QualityWorkDep) -> list[dict[str, Any]]:
     from audit_engine.quality import replay
 
-    try:
-        job = replay.create_job(session, principal=principal, candidate=candidate, days=days, baseline=None)
-        session.commit()
+    with uow as s:
+        return replay.candidates(s)
+
+
+def _start(uow: UnitOfWork, principal: Principal, candidate: str, days: int) -> dict[str, Any]:
+    from audit_engine.quality import replay
+
+    with uow as s:
+        job = replay.create_job(s, principal=principal, candidate=candidate, days=days, baseline=None)
         return replay.job_json(job)
-    except BaseException:
-        session.rollback()
-        raise
 
 
 @router.post("/quality/replays", status_code=202, summary="试运行（what-if 重放）：候选版本重审最近 N 天的处方，后台进行",
              response_model=ReplayOut, responses=ERRORS)
-def start_replay(body: ReplayIn, session: SessionDep, principal: QualityWorkDep) -> dict[str, Any]:
-    return _start(session, principal, body.candidate, body.days)
+def start_replay(body: ReplayIn, uow: UnitOfWorkDep, principal: QualityWorkDep) -> dict[str, Any]:
+    return _start(uow, principal, body.candidate, body.days)
 
 
 @router.post("/rulebases/{version}/replay", status_code=202, tags=["rulebase"],
              summary="试运行（what-if 重放）该版本：dry-run 的后台版本，逐规则、逐机构对照现行版本",
              response_model=ReplayOut, responses=ERRORS)
-def replay_version(version: str, session: SessionDep, principal: QualityWorkDep,
+def replay_version(version: str, uow: UnitOfWorkDep, principal: QualityWorkDep,
                    days: Annotated[int, Query(ge=1, le=90, description="最近多少天")] = 14) -> dict[str, Any]:
-    return _start(session, principal, version, days)
+    return _start(uow, principal, version, days)
 
 
 @router.get("/quality/replays", summary="试运行任务列表（最近 50 个，不含明细）", response_model=list[ReplayOut],
             responses=ERRORS)
-def list_replays(session: SessionDep, principal: QualityWorkDep) -> list[dict[str, Any]]:
-    from audit_engine.auth import visible_institution_ids
-    from audit_engine.quality.replay import job_json
-    from audit_engine.store.quality_models import ReplayJob
+def list_replays(uow: UnitOfWorkDep, principal: QualityWorkDep) -> list[dict[str, Any]]:
+    from audit_engine.quality import replay
 
-    try:
-        visible = visible_institution_ids(session, principal)
-        jobs = session.scalars(sa.select(ReplayJob).order_by(ReplayJob.requested_at.desc()).limit(50)).all()
-        out = []
-        for job in jobs:
-            if visible is not None and (job.scope is None or not set(job.scope) <= visible):
-                continue
-            body = job_json(job)
-            body["rules"], body["institutions"] = [], []
-            out.append(body)
-        return out
-    finally:
-        session.rollback()
+    with uow as s:
+        return replay.list_jobs(s, principal=principal)
 
 
 @router.get("/quality/replays/{job_id}", summary="试运行任务：进度，以及逐规则、逐机构新增与消失的提示（附示例处方）",
             response_model=ReplayOut, responses=ERRORS)
-def get_replay(job_id: str, session: SessionDep, principal: QualityWorkDep) -> dict[str, Any]:
+def get_replay(job_id: str, uow: UnitOfWorkDep, principal: QualityWorkDep) -> dict[str, Any]:
     from audit_engine.quality.replay import get_job, job_json
 
-    try:
-        return job_json(get_job(session, job_id=job_id, principal=principal))
-    finally:
-        session.rollback()
+    with uow as s:
+        return job_json(get_job(s, job_id=job_id, principal=principal))

@@ -9,11 +9,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import DoctorAnswerDep, PharmacistDep, QueueReaderDep, RuntimeDep, SessionDep, TaskReaderDep
+from api.deps import DoctorAnswerDep, PharmacistDep, QueueReaderDep, RuntimeDep, TaskReaderDep, UnitOfWorkDep
 from api.errors import FHIR_JSON, ApiError, read_json
 from api.openapi import errors, fhir_alternative
 from api.schemas import DoctorAnswerOut, TaskId, TaskList, TaskOut, TaskStatus, TaskWithReview
 from api.views import jsonable, review_json, submit
+from audit_engine import queue_commands
 from audit_engine.fhir_out import task_resource
 
 router = APIRouter(prefix="/api/v1", tags=["queue"])
@@ -55,13 +56,6 @@ def task_fhir(task: Any) -> dict[str, Any]:
     )
 
 
-def _review_of(session: Any, task: Any, principal: Any) -> Any:
-    from audit_engine.store.reviews import get_review
-
-    # With the facts: the pharmacist needs the patient and the drugs beside the findings.
-    return get_review(session, review_id=task.review_id, principal=principal, with_facts=True)
-
-
 @router.post(
     "/queue/claim",
     summary="领取下一个复核任务（急诊优先，其次严重程度，再次等待时间）",
@@ -69,60 +63,42 @@ def _review_of(session: Any, task: Any, principal: Any) -> Any:
     responses={200: {"description": "任务及其审核"}, 204: {"description": "队列为空"},
                **errors(401, 403, 422, 429, descriptions={403: "只有药师可以领取任务（管理员不参与审方）"})},
 )
-def claim(session: SessionDep, principal: PharmacistDep,
+def claim(uow: UnitOfWorkDep, principal: PharmacistDep,
           lease_seconds: Annotated[int, Query(ge=30, le=3600, description="租约秒数，过期自动释放")] = 300) -> Response:
-    from audit_engine import queue
-
-    task = queue.claim_next(session, principal=principal, lease_seconds=lease_seconds)
-    session.commit()
-    if task is None:
+    claimed = queue_commands.claim(uow, principal=principal, lease_seconds=lease_seconds)
+    if claimed is None:
         return Response(status_code=204)
-    review = _review_of(session, task, principal)
-    session.commit()
-    return JSONResponse(task_json(task, review))
+    return JSONResponse(task_json(*claimed))
 
 
 @router.get("/tasks", response_model=TaskList, summary="列出待办任务（队列顺序：超时升级、急诊、严重程度、等待时间）",
             responses=errors(401, 403, 422, 429))
-def list_tasks(session: SessionDep, principal: QueueReaderDep,
+def list_tasks(uow: UnitOfWorkDep, principal: QueueReaderDep,
                status: Annotated[list[TaskStatus] | None,
                                  Query(description="状态，可多选；缺省为未结束的任务")] = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JSONResponse:
-    from audit_engine import queue
-
-    tasks = queue.list_tasks(session, principal=principal, statuses=tuple(status) if status else None, limit=limit)
-    session.rollback()
+    tasks = queue_commands.tasks(uow, principal=principal, statuses=tuple(status) if status else None, limit=limit)
     return JSONResponse({"tasks": [task_json(t) for t in tasks]})
 
 
 @router.get("/tasks/{task_id}", response_model=TaskWithReview, summary="查看任务（`?_format=fhir` 返回 FHIR Task）",
             responses={200: fhir_alternative("?_format=fhir：FHIR Task"), **errors(401, 403, 404, 422, 429)})
-def get_task(task_id: TaskId, request: Request, session: SessionDep, principal: TaskReaderDep,
+def get_task(task_id: TaskId, request: Request, uow: UnitOfWorkDep, principal: TaskReaderDep,
              format_: Annotated[str | None, Query(alias="_format")] = None) -> JSONResponse:
-    from audit_engine import queue
-
-    task = queue.get_task(session, task_id=task_id, principal=principal)
+    task = queue_commands.task(uow, task_id=task_id, principal=principal)
     if task is None:
         raise ApiError(404, f"没有任务 {task_id}，或无权查看", code="not-found")
     wants_fhir = (format_ or "").lower() == "fhir" or "application/fhir+json" in request.headers.get("accept", "")
     if wants_fhir:
-        session.commit()
         return JSONResponse(task_fhir(task), media_type=FHIR_JSON)
-    review = _review_of(session, task, principal)
-    session.commit()
-    return JSONResponse(task_json(task, review))
+    return JSONResponse(task_json(task, queue_commands.review_of(uow, task, principal)))
 
 
 @router.post("/tasks/{task_id}/decision", response_model=TaskOut, summary="药师决定：approve / reject / return（附理由）",
              responses=errors(401, 403, 404, 409, 413, 422, 429,
                               descriptions={409: "任务不在可决定的状态，或不由调用者领取"}))
-def decide(task_id: TaskId, body: DecisionIn, session: SessionDep, principal: PharmacistDep) -> JSONResponse:
-    from audit_engine import queue
-
-    if body.decision in ("reject", "return") and not (body.reason or "").strip():
-        raise ApiError(422, "拒绝或打回必须填写理由", code="required", expression="reason")
-    task = queue.decide(session, task_id=task_id, principal=principal, decision=body.decision, reason=body.reason)
-    session.commit()
+def decide(task_id: TaskId, body: DecisionIn, uow: UnitOfWorkDep, principal: PharmacistDep) -> JSONResponse:
+    task = queue_commands.decide(uow, task_id=task_id, principal=principal, decision=body.decision, reason=body.reason)
     return JSONResponse(task_json(task))
 
 
@@ -139,10 +115,9 @@ def decide(task_id: TaskId, body: DecisionIn, session: SessionDep, principal: Ph
             "modify": {"value": {"answer": "modify", "bundle": {"resourceType": "Bundle", "type": "collection",
                                                                    "entry": []}}}}}}}},
 )
-async def doctor_answer(task_id: TaskId, request: Request, runtime: RuntimeDep, session: SessionDep,
+async def doctor_answer(task_id: TaskId, request: Request, runtime: RuntimeDep, uow: UnitOfWorkDep,
                         principal: DoctorAnswerDep) -> JSONResponse:
-    from audit_engine import queue
-
+    # Parsed by hand: a modified bundle goes through intake's own size and depth limits.
     doc = await read_json(request, max_bytes=runtime.settings.max_body_bytes)
     answer = doc.get("answer")
     reason = doc.get("reason")
@@ -150,37 +125,22 @@ async def doctor_answer(task_id: TaskId, request: Request, runtime: RuntimeDep, 
         raise ApiError(422, f"answer 必须是 modify 或 insist，收到 {answer!r}", code="value", expression="answer")
     if reason is not None and not isinstance(reason, str):
         raise ApiError(422, "reason 必须是字符串", code="value", expression="reason")
-    new_review = None
     if answer == "insist":
-        if not (reason or "").strip():
-            raise ApiError(422, "坚持原处方（双签）必须说明理由", code="required", expression="reason")
-
-        def insist() -> Any:
-            try:
-                task = queue.doctor_answer(session, task_id=task_id, principal=principal, kind="insist", reason=reason)
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
-            return task
-
-        task = await run_in_threadpool(insist)
-    else:
-        bundle = doc.get("bundle")
-        if not isinstance(bundle, dict):
-            raise ApiError(422, "modify 需要修改后的处方 bundle", code="required", expression="bundle")
-        current = await run_in_threadpool(lambda: queue.get_task(session, task_id=task_id, principal=principal))
-        session.rollback()
-        if current is None:
-            raise ApiError(404, f"没有任务 {task_id}，或无权查看", code="not-found")
-        if current.status != "returned":
-            raise ApiError(409, f"任务状态为 {current.status}，只有被打回的处方可以修改重审", code="conflict")
-        # submit_review links the new review to the returned one and closes the task as "modified".
-        new_review = await submit(runtime, principal=principal, payload=bundle, kind="bundle",
-                                  replaces_review_id=current.review_id)
-        task = await run_in_threadpool(lambda: queue.get_task(session, task_id=task_id, principal=principal))
-        session.rollback()
-    body = task_json(task)
-    if new_review is not None:
-        body["new_review"] = review_json(new_review)
+        task = await run_in_threadpool(
+            lambda: queue_commands.insist(uow, task_id=task_id, principal=principal, reason=reason))
+        return JSONResponse(task_json(task))
+    bundle = doc.get("bundle")
+    if not isinstance(bundle, dict):
+        raise ApiError(422, "modify 需要修改后的处方 bundle", code="required", expression="bundle")
+    current = await run_in_threadpool(lambda: queue_commands.task(uow, task_id=task_id, principal=principal))
+    if current is None:
+        raise ApiError(404, f"没有任务 {task_id}，或无权查看", code="not-found")
+    if current.status != "returned":
+        raise ApiError(409, f"任务状态为 {current.status}，只有被打回的处方可以修改重审", code="conflict")
+    # submit_review links the new review to the returned one and closes the task as "modified".
+    new_review = await submit(runtime, principal=principal, payload=bundle, kind="bundle",
+                              replaces_review_id=current.review_id)
+    answered = await run_in_threadpool(lambda: queue_commands.task(uow, task_id=task_id, principal=principal))
+    body = task_json(answered)
+    body["new_review"] = review_json(new_review)
     return JSONResponse(body)

@@ -14,10 +14,10 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from api.deps import PharmacistDep, QueueReaderDep, SessionDep
+from api.deps import PharmacistDep, QueueReaderDep, UnitOfWorkDep
 from api.errors import ApiError
 from api.openapi import errors
-from api.schemas import TaskId
+from api.schemas import TaskId, TaskOut
 from api.views import jsonable
 
 router = APIRouter(prefix="/api/v1", tags=["queue"])
@@ -138,7 +138,7 @@ class TaskHistoryOut(_Out):
 )
 def queue_page(
     request: Request,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     principal: QueueReaderDep,
     institution: Annotated[str | None, Query(max_length=64, description="机构编码")] = None,
     min_level: Annotated[int | None, Query(ge=0, le=10, description="最高问题级别不低于")] = None,
@@ -154,8 +154,7 @@ def queue_page(
     filters = reads.QueueFilters(institution=institution, min_level=min_level, rx_type=rx_type,
                                  waited_minutes=waited_minutes,
                                  statuses=tuple(status) if status else reads.WORK_STATUSES)
-    page = reads.queue_page(session, principal=principal, filters=filters, offset=offset, limit=limit)
-    session.rollback()
+    page = reads.queue_page(uow.session, principal=principal, filters=filters, offset=offset, limit=limit)
     body = QueuePageOut.model_validate(page).model_dump(mode="json")
     # The page polls every few seconds: an unchanged queue costs a 304 and no rendering.
     tag = '"' + hashlib.sha256(repr({k: v for k, v in body.items() if k != "now"}).encode()).hexdigest()[:32] + '"'
@@ -170,11 +169,10 @@ def queue_page(
     summary="任务的处方历史：各版本、药师决定、医生答复（修改/坚持及理由）、与被打回版本相比的变化、患者标识",
     responses=errors(401, 403, 404, 422, 429),
 )
-def task_history(task_id: TaskId, session: SessionDep, principal: QueueReaderDep) -> TaskHistoryOut:
+def task_history(task_id: TaskId, uow: UnitOfWorkDep, principal: QueueReaderDep) -> TaskHistoryOut:
     from audit_engine import workbench_reads as reads
 
-    history = reads.task_history(session, task_id=task_id, principal=principal)
-    session.rollback()
+    history = reads.task_history(uow.session, task_id=task_id, principal=principal)
     if history is None:
         raise ApiError(404, f"没有任务 {task_id}，或无权查看", code="not-found")
     return TaskHistoryOut.model_validate(history)
@@ -182,13 +180,13 @@ def task_history(task_id: TaskId, session: SessionDep, principal: QueueReaderDep
 
 @router.post(
     "/tasks/{task_id}/claim",
+    response_model=TaskOut,
     summary="领取指定任务（待领取、超时升级，或他人租约已过期的任务；已由自己领取则续租）",
     responses=errors(401, 403, 404, 409, 422, 429, descriptions={409: "任务已由他人领取或已处理（OperationOutcome）"}),
 )
-def claim_task(task_id: TaskId, session: SessionDep, principal: PharmacistDep,
+def claim_task(task_id: TaskId, uow: UnitOfWorkDep, principal: PharmacistDep,
                lease_seconds: Annotated[int, Query(ge=30, le=3600, description="租约秒数")] = 300) -> JSONResponse:
-    from audit_engine import queue
+    from audit_engine import queue_commands
 
-    task = queue.claim(session, task_id=task_id, principal=principal, lease_seconds=lease_seconds)
-    session.commit()
+    task = queue_commands.claim_task(uow, task_id=task_id, principal=principal, lease_seconds=lease_seconds)
     return JSONResponse(jsonable(task))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -11,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import DoctorAnswerDep, ReviewReaderDep, RuntimeDep, SecretDep, SessionDep
+from api.deps import DoctorAnswerDep, ReviewReaderDep, RuntimeDep, SecretDep, UnitOfWorkDep
 from api.errors import FHIR_JSON, ApiError, read_json_raw
 from api.openapi import errors, fhir_alternative
 from api.schemas import ReviewId, ReviewOut
@@ -145,44 +143,23 @@ async def read_review(
     review_id: ReviewId,
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     principal: ReviewReaderDep,
     wait: Annotated[float, Query(ge=0, le=300, description="长轮询秒数：等待药师决定")] = 0,
     format_: Annotated[str | None, Query(alias="_format")] = None,
 ) -> JSONResponse:
-    from audit_engine.store.reviews import get_review, review_status
+    from audit_engine import queue
+    from audit_engine.review_reads import read_review
 
-    def load() -> Any:
-        try:
-            record = get_review(session, review_id=review_id, principal=principal, with_facts=True)
-            session.commit()  # the read is logged
-        except BaseException:
-            session.rollback()
-            raise
-        return record
-
-    def status() -> tuple[str, bool] | None:
-        try:
-            return review_status(session, review_id=review_id)
-        finally:
-            session.rollback()  # end the read transaction: the next poll must see new commits
-
-    record = await run_in_threadpool(load)
+    record = await run_in_threadpool(lambda: read_review(uow, review_id=review_id, principal=principal))
     if record is None:
         raise ApiError(404, f"没有审核 {review_id}，或无权查看", code="not-found")
-    deadline = time.monotonic() + min(wait, runtime.settings.long_poll_max_seconds)
-    interval = 0.05
-    decided = record.decided
-    while not decided and time.monotonic() < deadline:
-        if await request.is_disconnected():
-            break
-        # The decision may be made by any process: poll the database cheaply, backing off gently.
-        await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-        interval = min(interval * 1.5, 0.5)
-        st = await run_in_threadpool(status)
-        decided = bool(st and st[1])
-    if decided and not record.decided:
-        record = await run_in_threadpool(load)
+    timeout = min(wait, runtime.settings.long_poll_max_seconds)
+    if not record.decided and timeout > 0 and runtime.db is not None:
+        status = await queue.await_decision(runtime.db, review_id=review_id, timeout_s=timeout,
+                                            stop=request.is_disconnected)
+        if status is not None and status[1]:
+            record = await run_in_threadpool(lambda: read_review(uow, review_id=review_id, principal=principal))
     if _wants_fhir(request, format_):
         return JSONResponse(_fhir_body(record), media_type=FHIR_JSON)
     return JSONResponse(review_json(record))
@@ -205,20 +182,8 @@ class ExplanationIn(BaseModel):
     responses=errors(401, 403, 404, 409, 413, 422, 429, descriptions={
         422: "理由为空，或 rule_id 不在本审核的问题中（OperationOutcome，expression 为 rule_id）"}),
 )
-def explain(review_id: ReviewId, body: ExplanationIn, session: SessionDep, principal: DoctorAnswerDep) -> JSONResponse:
-    from audit_engine.store.reviews import UnknownRuleError, get_review, record_feedback
+def explain(review_id: ReviewId, body: ExplanationIn, uow: UnitOfWorkDep, principal: DoctorAnswerDep) -> JSONResponse:
+    from audit_engine import feedback
 
-    if not body.reason.strip():
-        raise ApiError(422, "理由不能为空", code="required", expression="reason")
-    try:
-        record_feedback(session, review_id=review_id, principal=principal, outcome="overridden",
-                        rule_id=body.rule_id, reason=body.reason.strip())
-        record = get_review(session, review_id=review_id, principal=principal)
-        session.commit()
-    except UnknownRuleError as err:
-        session.rollback()
-        raise ApiError(422, err.message, code="value", expression=err.field) from None
-    except BaseException:
-        session.rollback()
-        raise
+    record = feedback.explain(uow, review_id=review_id, principal=principal, reason=body.reason, rule_id=body.rule_id)
     return JSONResponse(review_json(record))

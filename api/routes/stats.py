@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from api.deps import RuntimeDep, SessionDep, StatsReaderDep
+from api.deps import RuntimeDep, StatsReaderDep, UnitOfWorkDep
 from api.openapi import errors
 from api.runtime import Runtime
 
@@ -232,18 +232,16 @@ class IndicatorDefinition(BaseModel):
 @router.get("/indicators", summary="指标（按机构、科室、医师、规则、药品或月份分组）", response_model=IndicatorsOut,
             response_model_by_alias=True, responses=ERRORS)
 def get_indicators(
-    session: SessionDep, principal: StatsReaderDep, from_: FromQ, to: ToQ,
+    uow: UnitOfWorkDep, principal: StatsReaderDep, from_: FromQ, to: ToQ,
     group_by: Annotated[str, Query(description="institution、department、prescriber、rule、drug 或 month")] = "institution",
     institution: InstitutionQ = None, visit_type: TypeQ = None,
 ) -> dict[str, Any]:
     from audit_engine.stats.indicators import indicators
     from audit_engine.stats.periods import day_range
 
-    try:
-        return indicators(session, principal=principal, period=day_range(from_, to), group_by=group_by,
+    with uow as s:
+        return indicators(s, principal=principal, period=day_range(from_, to), group_by=group_by,
                           institution=institution, visit_type=visit_type)
-    finally:
-        session.rollback()
 
 
 @router.get("/report", summary="期间报表：XLSX、CSV 或 FHIR MeasureReport（月、半年或年）", responses={
@@ -252,7 +250,7 @@ def get_indicators(
         "text/csv": {}, "application/fhir+json": {}}},
     **ERRORS})
 def get_report(
-    session: SessionDep, principal: StatsReaderDep,
+    uow: UnitOfWorkDep, principal: StatsReaderDep,
     month: Annotated[str | None, Query(description="YYYY-MM", examples=["2026-11"])] = None,
     half: Annotated[str | None, Query(description="YYYY-H1 或 YYYY-H2")] = None,
     year: Annotated[str | None, Query(description="YYYY")] = None,
@@ -260,17 +258,15 @@ def get_report(
     institution: InstitutionQ = None,
 ) -> Response:
     from audit_engine.errors import InvalidRequestError
-    from audit_engine.stats import reports
+    from audit_engine.stats import export, reports
     from audit_engine.stats.periods import one_period
 
     if format not in reports.FORMATS:
         raise InvalidRequestError("format", f"format 应为 {'、'.join(reports.FORMATS)} 之一，收到 {format!r}")
-    try:
-        data = reports.report_data(session, principal=principal, period=one_period(month=month, half=half, year=year),
+    with uow as s:
+        data = reports.report_data(s, principal=principal, period=one_period(month=month, half=half, year=year),
                                    institution=institution)
-    finally:
-        session.rollback()
-    body = reports.render(data, format)
+    body = export.render(data, format)
     name = reports.file_name(data, format)
     return Response(body, media_type=reports.MEDIA_TYPES[format],
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
@@ -278,29 +274,25 @@ def get_report(
 
 @router.get("/spread", summary="同质化：逐月各指标在成员机构间的分布（中位数、四分位、CV、离群）",
             response_model=SpreadOut, response_model_by_alias=True, responses=ERRORS)
-def get_spread(session: SessionDep, principal: StatsReaderDep, from_: FromQ, to: ToQ,
+def get_spread(uow: UnitOfWorkDep, principal: StatsReaderDep, from_: FromQ, to: ToQ,
                visit_type: TypeQ = None) -> dict[str, Any]:
     from audit_engine.stats.indicators import spread_by_month
     from audit_engine.stats.periods import day_range
 
-    try:
-        return spread_by_month(session, principal=principal, period=day_range(from_, to), visit_type=visit_type)
-    finally:
-        session.rollback()
+    with uow as s:
+        return spread_by_month(s, principal=principal, period=day_range(from_, to), visit_type=visit_type)
 
 
 @router.get("/rules", summary="规则审计：命中、认同率、忽略率、噪声规则与沉默规则，附示例处方",
             response_model=RuleAuditOut, response_model_by_alias=True, responses=ERRORS)
-def get_rule_audit(runtime: RuntimeDep, session: SessionDep, principal: StatsReaderDep, from_: FromQ, to: ToQ,
+def get_rule_audit(runtime: RuntimeDep, uow: UnitOfWorkDep, principal: StatsReaderDep, from_: FromQ, to: ToQ,
                    institution: InstitutionQ = None, visit_type: TypeQ = None) -> dict[str, Any]:
     from audit_engine.stats.periods import day_range
     from audit_engine.stats.rule_audit import rule_audit
 
-    try:
-        return rule_audit(session, principal=principal, period=day_range(from_, to),
+    with uow as s:
+        return rule_audit(s, principal=principal, period=day_range(from_, to),
                           active_rules=active_rules(runtime), institution=institution, visit_type=visit_type)
-    finally:
-        session.rollback()
 
 
 def active_rules(runtime: Runtime) -> list[tuple[str, str]]:
@@ -313,31 +305,27 @@ def active_rules(runtime: Runtime) -> list[tuple[str, str]]:
 
 @router.get("/monitoring", summary="用药监测：抗菌药物、注射剂、急诊静脉激素与重点监控药品，超出本机构波动范围或目标时提示",
             response_model=MonitoringOut, responses=ERRORS)
-def get_monitoring(session: SessionDep, principal: StatsReaderDep,
+def get_monitoring(uow: UnitOfWorkDep, principal: StatsReaderDep,
                    month: Annotated[str, Query(description="YYYY-MM", examples=["2026-11"])],
                    institution: InstitutionQ = None) -> dict[str, Any]:
     from audit_engine.stats.monitoring import monitoring
 
-    try:
-        return monitoring(session, principal=principal, month=month, institution=institution)
-    finally:
-        session.rollback()
+    with uow as s:
+        return monitoring(s, principal=principal, month=month, institution=institution)
 
 
 @router.get("/prescribers", summary="培训指导：每位医师的处方数、提示率（与本机构、医共体对照）和最常见的三个问题",
             response_model=PrescriberFeedbackOut, responses=ERRORS)
-def get_prescriber_feedback(session: SessionDep, principal: StatsReaderDep,
+def get_prescriber_feedback(uow: UnitOfWorkDep, principal: StatsReaderDep,
                             month: Annotated[str, Query(description="YYYY-MM", examples=["2026-11"])],
                             institution: InstitutionQ = None,
                             prescriber: Annotated[str | None, Query(description="医师编码")] = None,
                             visit_type: TypeQ = None) -> dict[str, Any]:
     from audit_engine.stats.prescriber_feedback import prescriber_feedback
 
-    try:
-        return prescriber_feedback(session, principal=principal, month=month, institution=institution,
+    with uow as s:
+        return prescriber_feedback(s, principal=principal, month=month, institution=institution,
                                    prescriber=prescriber, visit_type=visit_type)
-    finally:
-        session.rollback()
 
 
 @router.get("/definitions", summary="指标定义（分子、分母、定义、来源）", response_model=list[IndicatorDefinition],

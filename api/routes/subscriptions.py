@@ -17,7 +17,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import SessionDep, SubscriberDep
+from api.deps import SubscriberDep, UnitOfWorkDep
 from api.errors import ApiError
 from api.openapi import errors
 from api.views import jsonable
@@ -93,17 +93,13 @@ def own_addresses(request: Request) -> frozenset[tuple[str, int]]:
              responses=errors(401, 403, 409, 413, 422, 429,
                               descriptions={409: "已达每机构 20 个有效订阅的上限",
                                             422: "地址不是 http(s)、主机不在白名单、或指向本服务自身"}))
-def create(body: SubscriptionIn, request: Request, session: SessionDep, principal: SubscriberDep) -> JSONResponse:
+def create(body: SubscriptionIn, request: Request, uow: UnitOfWorkDep, principal: SubscriberDep) -> JSONResponse:
     from audit_engine import webhooks
 
     inst = _need_institution(principal)
-    try:
-        sub, secret = webhooks.create_subscription(session, institution_id=inst, url=body.url,
+    with uow as s:
+        sub, secret = webhooks.create_subscription(s, institution_id=inst, url=body.url,
                                                   secret=body.secret, own_addresses=own_addresses(request))
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
     out = _sub_json(sub)
     out["secret"] = secret
     return JSONResponse(out, status_code=201)
@@ -111,20 +107,20 @@ def create(body: SubscriptionIn, request: Request, session: SessionDep, principa
 
 @router.get("", response_model=SubscriptionList, summary="列出本机构的订阅",
             responses=errors(401, 403, 429))
-def list_(session: SessionDep, principal: SubscriberDep) -> JSONResponse:
+def list_(uow: UnitOfWorkDep, principal: SubscriberDep) -> JSONResponse:
     from audit_engine import webhooks
 
-    subs = webhooks.list_subscriptions(session, institution_id=_need_institution(principal))
+    subs = webhooks.list_subscriptions(uow.session, institution_id=_need_institution(principal))
     return JSONResponse({"subscriptions": [_sub_json(s) for s in subs]})
 
 
 @router.delete("/{subscription_id}", status_code=204, summary="删除订阅",
                responses={204: {"description": "已删除"}, **errors(401, 403, 404, 422, 429)})
 def delete(subscription_id: Annotated[int, Path(ge=1, le=MAX_ID, description="订阅编号")],
-           session: SessionDep, principal: SubscriberDep) -> Response:
+           uow: UnitOfWorkDep, principal: SubscriberDep) -> Response:
     from audit_engine import webhooks
 
     inst = _need_institution(principal)
-    webhooks.delete_subscription(session, subscription_id=subscription_id, institution_id=inst)
-    session.commit()
+    with uow as s:
+        webhooks.delete_subscription(s, subscription_id=subscription_id, institution_id=inst)
     return Response(status_code=204)

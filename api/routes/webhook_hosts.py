@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import SessionDep, WebhookHostAdminDep
+from api.deps import UnitOfWorkDep, WebhookHostAdminDep
 from api.openapi import errors
 from api.schemas import InstitutionCode
 from api.views import jsonable
@@ -45,27 +45,22 @@ class WebhookHostRemoved(BaseModel):
 
 @router.get("", response_model=WebhookHostList, summary="列出机构的回调白名单",
             responses=errors(401, 403, 404, 422, 429))
-def list_hosts(code: InstitutionCode, session: SessionDep, principal: WebhookHostAdminDep) -> JSONResponse:
+def list_hosts(code: InstitutionCode, uow: UnitOfWorkDep, principal: WebhookHostAdminDep) -> JSONResponse:
     from audit_engine import webhooks
 
-    hosts = webhooks.allowed_hosts(session, institution_code=code)
-    session.rollback()
+    hosts = webhooks.allowed_hosts(uow.session, institution_code=code)
     return JSONResponse({"hosts": jsonable(hosts)})
 
 
 @router.post("", status_code=201, response_model=WebhookHostOut, summary="把主机加入机构的回调白名单（记入审计日志）",
              responses=errors(401, 403, 404, 413, 422, 429,
                               descriptions={422: "不是合法主机，或是回环、未指定、链路本地、组播地址"}))
-def add_host(code: InstitutionCode, body: WebhookHostIn, session: SessionDep,
+def add_host(code: InstitutionCode, body: WebhookHostIn, uow: UnitOfWorkDep,
              principal: WebhookHostAdminDep) -> JSONResponse:
     from audit_engine import webhooks
 
-    try:
-        added = webhooks.allow_host(session, institution_code=code, host=body.host, principal=principal)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+    with uow as s:
+        added = webhooks.allow_host(s, institution_code=code, host=body.host, principal=principal)
     return JSONResponse(jsonable(added), status_code=201)
 
 
@@ -73,13 +68,9 @@ def add_host(code: InstitutionCode, body: WebhookHostIn, session: SessionDep,
                summary="把主机移出白名单，并停用该机构指向它的订阅（记入审计日志）",
                responses=errors(401, 403, 404, 422, 429))
 def remove_host(code: InstitutionCode, host: Annotated[str, Path(pattern=r"^[^\x00-\x1f/\\]{1,255}$")],
-                session: SessionDep, principal: WebhookHostAdminDep) -> JSONResponse:
+                uow: UnitOfWorkDep, principal: WebhookHostAdminDep) -> JSONResponse:
     from audit_engine import webhooks
 
-    try:
-        stopped = webhooks.remove_host(session, institution_code=code, host=host, principal=principal)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+    with uow as s:
+        stopped = webhooks.remove_host(s, institution_code=code, host=host, principal=principal)
     return JSONResponse({"host": webhooks.normalise_host(host), "subscriptions_deactivated": stopped})

@@ -123,6 +123,31 @@ def get_job(s: Session, *, job_id: str, principal: Principal) -> ReplayJob:
 
 
 # --------------------------------------------------------------------------- engines
+def candidates(s: Session) -> list[dict[str, Any]]:
+    """The stored rulebase versions a replay can try (every one but the active), newest first."""
+    rows = s.execute(sa.select(RulebaseVersion.version, RulebaseVersion.label, RulebaseVersion.status,
+                               RulebaseVersion.uploaded_by, RulebaseVersion.uploaded_at)
+                     .where(RulebaseVersion.status != "active")
+                     .order_by(RulebaseVersion.uploaded_at.desc())).all()
+    return [{"version": v, "label": label, "status": st, "uploaded_by": by,
+             "uploaded_at": at.isoformat(timespec="seconds") + "Z" if at else None}
+            for v, label, st, by, at in rows]
+
+
+def list_jobs(s: Session, *, principal: Principal, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest replay jobs whose scope the principal may see, without their details."""
+    visible = visible_institution_ids(s, principal)
+    jobs = s.scalars(sa.select(ReplayJob).order_by(ReplayJob.requested_at.desc()).limit(limit)).all()
+    out = []
+    for job in jobs:
+        if visible is not None and (job.scope is None or not set(job.scope) <= visible):
+            continue
+        body = job_json(job)
+        body["rules"], body["institutions"] = [], []
+        out.append(body)
+    return out
+
+
 def engine_for(db: sa.Engine, version: str) -> Any | None:
     """The compiled engine of a stored version (cached per process, two at most), or None."""
     with _ENGINES_LOCK:

@@ -2,7 +2,7 @@
 fresh machine.
 
 The templates are the demo's own real reviews: the day of sample prescriptions that
-``api.demo`` has just sent through the real pipeline, each stored with its facts, findings
+``audit_engine.demo`` has just sent through the real pipeline, each stored with its facts, findings
 and verdict by a member of the level it was written for. The history replays them over the
 last three full months and the current month up to yesterday — a fresh prescription number,
 time, prescriber and department each — and writes every row a real review writes (the

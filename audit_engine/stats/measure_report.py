@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from audit_engine.stats.definitions import BY_CODE, SLICE_CODES
-from audit_engine.stats.report_data import ReportData
+from audit_engine.stats.reports import ReportData
 
 INDICATOR_SYSTEM = "urn:audit-engine:indicator"
 INSTITUTION_SYSTEM = "urn:audit-engine:institution"

@@ -167,7 +167,7 @@ def count_slices(s: Session, scope: Scope, group_by: Sequence[str]) -> dict[Key,
 
     # Explained: verdict explain and the doctor answered — CDS feedback ``overridden``; the
     # native ``POST /reviews/{id}/explanation`` is recorded as exactly that feedback
-    # (store.reviews.record_feedback), so no join with the wide reviews table is needed.
+    # (audit_engine.feedback.record_feedback), so no join with the wide reviews table is needed.
     # The feedback may come any time later.
     overridden = sa.exists().where(FEEDBACK.c.review_id == RS.c.review_id, FEEDBACK.c.outcome == "overridden")
     q2 = (

@@ -1,6 +1,6 @@
 """What a review records for statistics, at review time, in the review's own transaction.
 
-``record_review_statistics`` is called once by ``store.reviews.submit_review`` after the
+``record_review_statistics`` is called once by ``submission.submit_review`` after the
 review and its findings are inserted. It reads the facts the pipeline established (never
 stored JSON) and writes ``review_stats``, ``review_stat_items`` and ``review_stat_rules``
 (``store/stats_models.py``). The migration's backfill (0005) calls :func:`stat_rows` on

@@ -31,8 +31,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def cmd_report(args: argparse.Namespace) -> int:
     from audit_engine.auth import Principal
     from audit_engine.errors import ServiceError
+    from audit_engine.stats.export import render
     from audit_engine.stats.periods import one_period
-    from audit_engine.stats.reports import render, report_data
+    from audit_engine.stats.reports import report_data
     from audit_engine.store.db import database_url, make_engine, read_scope, upgrade_schema
 
     try:

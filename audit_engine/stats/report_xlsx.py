@@ -19,7 +19,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
 from audit_engine.stats.definitions import BY_CODE, INDICATORS, SLICE_CODES, SPREAD_CODES
-from audit_engine.stats.report_data import ALLIANCE_KEY, ALLIANCE_LABEL, CSV_COLUMNS, ReportData, long_rows
+from audit_engine.stats.reports import ALLIANCE_KEY, ALLIANCE_LABEL, CSV_COLUMNS, ReportData, long_rows
 
 HEADER_FONT = Font(bold=True)
 HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")

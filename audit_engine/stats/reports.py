@@ -11,36 +11,51 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-from typing import Literal
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
 from audit_engine.auth import Principal, visible_institution_ids
-from audit_engine.errors import InvalidRequestError
 from audit_engine.stats import queries as q
+from audit_engine.stats.definitions import BY_CODE, SLICE_CODES
 from audit_engine.stats.indicators import alliance_ids, institution_filter, rule_rows, spread_for
-from audit_engine.stats.measure_report import measure_report_bundle
 from audit_engine.stats.periods import Period
-from audit_engine.stats.report_data import (
-    CSV_COLUMNS,
-    ReportData,
-    ScopeFigures,
-    long_rows,
-)
-from audit_engine.stats.report_xlsx import render_xlsx
 from audit_engine.store.db import utcnow
 from audit_engine.store.models import Institution
 
 ReportFormat = Literal["xlsx", "csv", "measure-report"]
 FORMATS: tuple[str, ...] = ("xlsx", "csv", "measure-report")
 SCOPES: tuple[tuple[str, str | None], ...] = (("合计", None), ("门诊", "门诊"), ("急诊", "急诊"))
+ALLIANCE_KEY = "ALLIANCE"
+ALLIANCE_LABEL = "医共体合计"
 MEDIA_TYPES = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "csv": "text/csv; charset=utf-8",
     "measure-report": "application/fhir+json",
 }
 EXTENSIONS = {"xlsx": "xlsx", "csv": "csv", "measure-report": "json"}
+
+
+@dataclass(slots=True)
+class ScopeFigures:
+    """One scope's figures: institution code → indicator values, and the alliance's."""
+
+    rows: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    alliance: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ReportData:
+    period: Period
+    generated_at: datetime
+    reporter: tuple[str, str]  # (code, name) of the reporting organisation
+    institutions: dict[str, str]  # code → name, in report order
+    scopes: dict[str, ScopeFigures]
+    spread: dict[str, Any]
+    rules: list[dict[str, Any]]
+    monitoring: dict[str, Any] | None
 
 
 def _reporter(s: Session, principal: Principal) -> tuple[str, str]:
@@ -91,6 +106,28 @@ def report_data(s: Session, *, principal: Principal, period: Period, institution
 
 
 # --------------------------------------------------------------------------- CSV
+CSV_COLUMNS = ("period_from", "period_to", "scope", "institution_code", "institution_name", "indicator",
+               "indicator_name", "numerator", "denominator", "value", "source")
+
+
+def long_rows(data: ReportData) -> list[dict[str, Any]]:
+    """One row per (scope, institution or alliance, indicator): what the CSV holds, and the XLSX's 指标明细 sheet."""
+    out: list[dict[str, Any]] = []
+    for scope, fig in data.scopes.items():
+        targets = [*((c, data.institutions[c], fig.rows[c]) for c in data.institutions if c in fig.rows),
+                   (ALLIANCE_KEY, ALLIANCE_LABEL, fig.alliance)]
+        for code, name, values in targets:
+            for ind in SLICE_CODES:
+                v = values[ind]
+                out.append({
+                    "period_from": data.period.start.isoformat(), "period_to": data.period.end.isoformat(),
+                    "scope": scope, "institution_code": code, "institution_name": name, "indicator": ind,
+                    "indicator_name": BY_CODE[ind].name, "numerator": v["numerator"],
+                    "denominator": v["denominator"], "value": v["value"], "source": BY_CODE[ind].source_label,
+                })
+    return out
+
+
 def render_csv(data: ReportData) -> bytes:
     """UTF-8 with a byte-order mark (so Excel opens the Chinese text right); empty cell = null."""
     buf = io.StringIO()
@@ -99,16 +136,6 @@ def render_csv(data: ReportData) -> bytes:
     for row in long_rows(data):
         writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_COLUMNS})
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
-
-
-def render(data: ReportData, fmt: str) -> bytes:
-    if fmt == "csv":
-        return render_csv(data)
-    if fmt == "xlsx":
-        return render_xlsx(data)
-    if fmt == "measure-report":
-        return json.dumps(measure_report_bundle(data), ensure_ascii=False, indent=1).encode("utf-8")
-    raise InvalidRequestError("format", f"format 应为 {'、'.join(FORMATS)} 之一，收到 {fmt!r}")
 
 
 def file_name(data: ReportData, fmt: str) -> str:

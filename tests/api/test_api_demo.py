@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from dbutil import fresh_database
 from fake_engine import FakeEngine
 
-from api.demo import DEMO_TIMEOUT_MINUTES, DemoFeed, load_demo, reset_demo
 from audit_engine import queue
+from audit_engine.demo import DEMO_TIMEOUT_MINUTES, DemoFeed, load_demo, reset_demo
 from audit_engine.stats.demo_history import PREFIX as HISTORY_PREFIX
 from audit_engine.store.db import make_engine, session_scope, upgrade_schema, utcnow
 from audit_engine.store.models import Prescription, Review, Task

@@ -108,9 +108,10 @@ def test_a_review_past_its_time_budget_goes_to_the_pharmacist_and_records_why(ti
 
 
 def test_a_review_past_its_time_budget_passes_under_a_fail_open_policy(tight_budget_world: World) -> None:
-    from audit_engine.policy import Policy, set_policy
+    from audit_engine.policy import Policy
     from audit_engine.store.db import session_scope
     from audit_engine.store.models import Institution
+    from audit_engine.store.policies import set_policy
 
     w = tight_budget_world
     db = make_engine(w.url)

@@ -160,9 +160,10 @@ def test_health_is_503_until_the_service_is_ready_and_when_the_rulebase_fails(tm
 def test_an_engine_failure_under_a_fail_open_policy_passes_and_says_so(world: World) -> None:
     import sqlalchemy as sa
 
-    from audit_engine.policy import Policy, set_policy
+    from audit_engine.policy import Policy
     from audit_engine.store.db import make_engine, session_scope
     from audit_engine.store.models import Institution
+    from audit_engine.store.policies import set_policy
 
     db = make_engine(world.url)
     with session_scope(db) as s:

@@ -94,7 +94,7 @@ def test_institution_and_user_commands_print_the_key_once_and_read_the_password(
 def test_demo_is_idempotent_and_prints_secrets_only_once(tmp_path: Path) -> None:
     from fake_engine import FakeEngine
 
-    from api.demo import load_demo
+    from audit_engine.demo import load_demo
     from audit_engine.store.db import upgrade_schema
 
     url = f"sqlite:///{tmp_path / 'demo.sqlite'}"
@@ -126,7 +126,7 @@ def test_demo_is_idempotent_and_prints_secrets_only_once(tmp_path: Path) -> None
 def test_demo_keys_and_passwords_work_against_the_service(tmp_path: Path) -> None:
     from fake_engine import FakeEngine
 
-    from api.demo import load_demo
+    from audit_engine.demo import load_demo
     from audit_engine.store.db import upgrade_schema
 
     url = f"sqlite:///{tmp_path / 'demo.sqlite'}"

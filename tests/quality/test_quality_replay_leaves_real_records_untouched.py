@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from api import rulebases
-from api.demo import _for_institution, demo_prescriptions
+from audit_engine import rulebase_lifecycle as rulebases
+from audit_engine.demo import _for_institution, demo_prescriptions
 from audit_engine.engine import load_compiled
 from audit_engine.errors import InvalidRequestError, NotFoundError
 from audit_engine.quality import replay
@@ -27,9 +27,9 @@ from audit_engine.store.models import (
     Task,
 )
 from audit_engine.store.quality_models import ReplayJob
-from audit_engine.store.reviews import submit_review
 from audit_engine.store.stats_models import ReviewStat, ReviewStatItem, ReviewStatRule
 from audit_engine.store.testing import World
+from audit_engine.submission import submit_review
 
 REAL_TABLES = (Prescription, Review, FindingRow, Task, Feedback, ReviewStat, ReviewStatItem, ReviewStatRule)
 

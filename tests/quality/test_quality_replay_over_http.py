@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from population import add_prescriptions
 
-from api import rulebases
 from api.config import Settings
 from api.main import create_app
 from audit_engine import auth
+from audit_engine import rulebase_lifecycle as rulebases
 from audit_engine.engine import load_compiled
 from audit_engine.quality import replay
 from audit_engine.review import default_rulebase_path

@@ -8,12 +8,13 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from audit_engine import queue, webhooks
+from audit_engine import queue, submission, webhooks
 from audit_engine.errors import TransitionError
-from audit_engine.policy import Policy, set_policy
+from audit_engine.policy import Policy
 from audit_engine.store import reviews, testing
 from audit_engine.store.db import session_scope, utcnow
 from audit_engine.store.models import AuditEntry, Task, WebhookDelivery
+from audit_engine.store.policies import set_policy
 from audit_engine.store.testing import FakePipeline, medication_bundle
 
 T0 = datetime(2026, 11, 23, 1, 0)  # Monday 09:00 in Beijing
@@ -21,7 +22,7 @@ T0 = datetime(2026, 11, 23, 1, 0)  # Monday 09:00 in Beijing
 
 def submit(engine, principal, identifier: str, *, level: int = 6, emergency: bool = False, at: datetime = T0):
     with session_scope(engine) as s:
-        rec = reviews.submit_review(
+        rec = submission.submit_review(
             s, principal=principal, kind="bundle", engine=None, review_fn=FakePipeline(), now=at,
             payload=medication_bundle(identifier, levels=(level,), encounter_class="EMER" if emergency else "AMB"),
         )

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from audit_engine import audit_log, queue, webhooks, worker
+from audit_engine import audit_log, queue, submission, webhooks, worker
 from audit_engine.auth import Principal
-from audit_engine.store import reviews, testing
+from audit_engine.store import testing
 from audit_engine.store.db import make_engine, session_scope
 from audit_engine.store.models import AuditEntry, Task
 from audit_engine.store.records import FINAL_STATUSES
@@ -28,7 +28,7 @@ def fill_queue(engine: sa.Engine, world: World, n: int, *, at: datetime = T0) ->
     ids: list[str] = []
     with session_scope(engine) as s:
         for i in range(n):
-            rec = reviews.submit_review(
+            rec = submission.submit_review(
                 s, principal=world.his_m1 if i % 3 else world.his_c1, kind="bundle", engine=None, review_fn=pipeline,
                 payload=medication_bundle(f"RX-{i:05d}", levels=(5 + i % 3,), encounter_class="EMER" if i % 7 == 0 else "AMB"),
                 now=at + timedelta(seconds=i),

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audit_engine import queue
+from audit_engine import queue, submission
 from audit_engine.errors import InvalidRequestError, TransitionError
 from audit_engine.store import reviews
 from audit_engine.store.db import session_scope, utcnow
@@ -20,7 +20,7 @@ from audit_engine.store.testing import FakePipeline, medication_bundle
 
 def new_task(engine, world, identifier: str, **bundle: object) -> str:
     with session_scope(engine) as s:
-        rec = reviews.submit_review(
+        rec = submission.submit_review(
             s, principal=world.his_m1, payload=medication_bundle(identifier, levels=(6,), **bundle),  # type: ignore[arg-type]
             kind="bundle", engine=None, review_fn=FakePipeline(),
         )
@@ -80,7 +80,7 @@ def test_return_then_modified_prescription_links_a_new_review(engine, world) -> 
         queue.decide(s, task_id=tid, principal=world.ph_c1, decision="return", reason="请调整剂量")
     old = review_of(engine, world, tid)
     with session_scope(engine) as s:
-        new = reviews.submit_review(
+        new = submission.submit_review(
             s, principal=world.his_m1, payload=medication_bundle("RX-C-2", levels=(1,)), kind="bundle",
             engine=None, review_fn=FakePipeline(), replaces_review_id=old.id,
         )
@@ -179,7 +179,7 @@ def apply_event(s, world, tid: str, event: str, now) -> None:
     elif event == "insist":
         queue.doctor_answer(s, task_id=tid, principal=world.his_m1, kind="insist", reason="坚持", now=now)
     elif event == "modify":
-        rec = reviews.submit_review(s, principal=world.his_m1, payload=medication_bundle(None), kind="bundle",
+        rec = submission.submit_review(s, principal=world.his_m1, payload=medication_bundle(None), kind="bundle",
                                     engine=None, review_fn=FakePipeline(), now=now)
         queue.doctor_answer(s, task_id=tid, principal=world.his_m1, kind="modify", new_review_id=rec.id, now=now)
     elif event == "timeout":
@@ -211,11 +211,11 @@ def test_any_event_sequence_follows_the_transition_table(engine, world, events: 
 
 def test_modifying_a_blocked_prescription_marks_the_old_review_modified(engine, world) -> None:
     with session_scope(engine) as s:
-        blocked = reviews.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-BLK", levels=(9,)),
+        blocked = submission.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-BLK", levels=(9,)),
                                         kind="bundle", engine=None, review_fn=FakePipeline())
     assert blocked.outcome == "auto_return"
     with session_scope(engine) as s:
-        new = reviews.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-BLK-2", levels=(0,)),
+        new = submission.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-BLK-2", levels=(0,)),
                                     kind="bundle", engine=None, review_fn=FakePipeline(), replaces_review_id=blocked.id)
     with session_scope(engine) as s:
         old = reviews.get_review(s, review_id=blocked.id, principal=world.his_m1)

@@ -8,12 +8,13 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from audit_engine import queue
+from audit_engine import queue, submission
 from audit_engine.errors import InvalidRequestError
-from audit_engine.policy import Policy, policy_for, set_policy, timeout_passes
+from audit_engine.policy import Policy, timeout_passes
 from audit_engine.store import reviews
 from audit_engine.store.db import session_scope
 from audit_engine.store.models import AuditEntry, Task
+from audit_engine.store.policies import policy_for, set_policy
 from audit_engine.store.testing import FakePipeline, medication_bundle
 
 T0 = datetime(2026, 11, 23, 1, 0)  # Monday 09:00 in Beijing
@@ -23,7 +24,7 @@ LATER = T0 + timedelta(minutes=16)
 def submit(engine, principal, identifier: str, *, level: int | None, review_fn=None) -> tuple[str, dict]:
     levels = () if level is None else (level,)
     with session_scope(engine) as s:
-        rec = reviews.submit_review(s, principal=principal, kind="bundle", engine=None, now=T0,
+        rec = submission.submit_review(s, principal=principal, kind="bundle", engine=None, now=T0,
                                     review_fn=review_fn or FakePipeline(),
                                     payload=medication_bundle(identifier, drugs=(f"药品-{identifier}",), levels=levels))
     assert rec.task is not None

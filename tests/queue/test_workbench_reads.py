@@ -10,9 +10,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audit_engine import queue
+from audit_engine import queue, submission
 from audit_engine import workbench_reads as reads
-from audit_engine.store import reviews
 from audit_engine.store.db import session_scope
 from audit_engine.store.testing import FakePipeline, medication_bundle
 
@@ -22,7 +21,7 @@ T0 = datetime(2026, 11, 23, 1, 0)
 def submit(engine: Any, principal: Any, identifier: str, *, level: int = 6, emergency: bool = False,
            at: datetime = T0, drugs: tuple[str, ...] = ("阿莫西林胶囊",)) -> str:
     with session_scope(engine) as s:
-        rec = reviews.submit_review(
+        rec = submission.submit_review(
             s, principal=principal, kind="bundle", engine=None, review_fn=FakePipeline(), now=at,
             payload=medication_bundle(identifier, levels=(level,), drugs=drugs,
                                       encounter_class="EMER" if emergency else "AMB"),
@@ -91,7 +90,7 @@ def test_history_follows_previous_review_links_both_ways(engine: Any, world: Any
         old_review = queue.get_task(s, task_id=first, principal=world.ph_c1)
     assert old_review is not None
     with session_scope(engine) as s:
-        new = reviews.submit_review(s, principal=world.his_m1, kind="bundle", engine=None, review_fn=FakePipeline(),
+        new = submission.submit_review(s, principal=world.his_m1, kind="bundle", engine=None, review_fn=FakePipeline(),
                                     now=T0 + timedelta(minutes=5), payload=medication_bundle("RX-V2", levels=(6,)),
                                     replaces_review_id=old_review.review_id)
     assert new.task is not None

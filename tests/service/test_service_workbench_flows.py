@@ -191,9 +191,10 @@ def test_a_pharmacist_claims_and_decides_by_keyboard_and_moves_to_the_next_task(
 def test_a_countdown_reaches_zero_and_the_task_escalates(bench: Bench, browser: Any) -> None:
     from playwright.sync_api import expect
 
-    from audit_engine.policy import Policy, set_policy
+    from audit_engine.policy import Policy
     from audit_engine.store.db import make_engine, session_scope, utcnow
     from audit_engine.store.models import Institution
+    from audit_engine.store.policies import set_policy
 
     db = make_engine(bench.d.url)
     with session_scope(db) as s:
@@ -316,7 +317,7 @@ def fill_queue(url: str, n: int) -> None:
     from audit_engine.auth import principal_for_institution
     from audit_engine.store.db import make_engine, session_scope
     from audit_engine.store.models import Institution
-    from audit_engine.store.reviews import submit_review
+    from audit_engine.submission import submit_review
 
     db = make_engine(url)
     engine = FakeEngine()

@@ -24,13 +24,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from audit_engine import queue
+from audit_engine import feedback, queue, submission
 from audit_engine.findings import Finding
 from audit_engine.review import ReviewResult
 from audit_engine.schema import PrescriptionFacts
 from audit_engine.stats.indicators import indicators
 from audit_engine.stats.periods import day_range
-from audit_engine.store import reviews
 from audit_engine.store.db import session_scope, utcnow
 from audit_engine.store.models import Institution, Task, User
 from audit_engine.store.testing import World
@@ -136,7 +135,7 @@ def run_steps(engine: sa.Engine, world: World, steps: list[dict[str, Any]], *, n
             payload = payloads[first["rx"]] if replay else bundle_of(step)
             principal = world.principals[f"his_{first['institution'].lower()}"]
             with session_scope(engine) as s:
-                rec = reviews.submit_review(
+                rec = submission.submit_review(
                     s, principal=principal, payload=payload, kind="bundle", engine=None,
                     review_fn=ScenarioPipeline(), now=_at(step["at"]),
                     replaces_review_id=review_ids[step["replaces"]] if step.get("replaces") else None,
@@ -172,7 +171,7 @@ def run_steps(engine: sa.Engine, world: World, steps: list[dict[str, Any]], *, n
         elif "feedback" in step:
             with session_scope(engine) as s:
                 rid = review_ids[step["feedback"]]
-                reviews.record_feedback(s, review_id=rid, principal=his[step["feedback"]], outcome=step["outcome"],
+                feedback.record_feedback(s, review_id=rid, principal=his[step["feedback"]], outcome=step["outcome"],
                                         rule_id=step.get("rule"), reason=step.get("reason"), now=_at(step["at"]))
         elif "timeouts_at" in step:
             with session_scope(engine) as s:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from audit_engine import submission
 from audit_engine.auth import principal_for_institution
 from audit_engine.review import load_engine
-from audit_engine.store import reviews
 from audit_engine.store.db import session_scope
 from audit_engine.store.models import Institution, Review
 from audit_engine.store.stats_models import ReviewStat, ReviewStatItem, ReviewStatRule
@@ -43,7 +43,7 @@ def _submit(engine: sa.Engine, world: World, payload: dict[str, Any], real_engin
     with session_scope(engine) as s:
         inst = s.scalar(sa.select(Institution).where(Institution.code == "C1"))
         assert inst is not None
-        rec = reviews.submit_review(s, principal=principal_for_institution(inst), payload=payload, kind="bundle",
+        rec = submission.submit_review(s, principal=principal_for_institution(inst), payload=payload, kind="bundle",
                                     engine=real_engine)
     return rec.id
 

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scenario import ScenarioPipeline, bundle_of, quality_principal
 
-from audit_engine import queue
+from audit_engine import feedback as doctor_feedback
+from audit_engine import queue, submission
 from audit_engine.errors import ServiceError
 from audit_engine.stats.indicators import indicators
 from audit_engine.stats.periods import day_range
-from audit_engine.store import reviews
 from audit_engine.store.db import session_scope
 from audit_engine.store.models import Feedback, FindingRow, Institution, Review, Task
 from audit_engine.store.testing import World
@@ -67,7 +67,7 @@ def play(engine: sa.Engine, world: World, ops: list[dict[str, Any]]) -> None:
                 step["type"] = op["type"]
             principal = world.principals[f"his_{op['institution'].lower()}"]
             with session_scope(engine) as s:
-                rec = reviews.submit_review(s, principal=principal, payload=bundle_of(step), kind="bundle",
+                rec = submission.submit_review(s, principal=principal, payload=bundle_of(step), kind="bundle",
                                             engine=None, review_fn=ScenarioPipeline(), now=at)
             made.append((rec.id, at, principal))
             continue
@@ -93,10 +93,10 @@ def play(engine: sa.Engine, world: World, ops: list[dict[str, Any]]) -> None:
                     else:
                         step = {"rx": uuid.uuid4().hex[:12], "institution": "C1" if his is world.his_c1 else "M1",
                                 "at": at.isoformat(), "items": [ITEMS[3]]}
-                        reviews.submit_review(s, principal=his, payload=bundle_of(step), kind="bundle", engine=None,
+                        submission.submit_review(s, principal=his, payload=bundle_of(step), kind="bundle", engine=None,
                                               review_fn=ScenarioPipeline(), now=at, replaces_review_id=review_id)
                 elif op["op"] == "feedback":
-                    reviews.record_feedback(s, review_id=review_id, principal=his, outcome=op["outcome"],
+                    doctor_feedback.record_feedback(s, review_id=review_id, principal=his, outcome=op["outcome"],
                                             rule_id="R-3", reason="已说明" if op["reason"] else None, now=at)
         except ServiceError:
             pass  # a move the state machine refuses changes nothing; the recount must still agree

@@ -25,7 +25,8 @@ def test_api_key_authenticates_its_institution_and_is_stored_only_as_a_hash(engi
 
 def test_an_api_key_brings_its_institutions_stored_policy_or_the_defaults(engine, world) -> None:
     """The key lookup reads the verdict policy in the same statement (the review needs it next)."""
-    from audit_engine.policy import Policy, policy_for, set_policy
+    from audit_engine.policy import Policy
+    from audit_engine.store.policies import policy_for, set_policy
 
     with session_scope(engine) as s:
         p = auth.principal_for_api_key(s, world.keys["M1"])

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from audit_engine import audit_log, chain_check, worker
+from audit_engine import audit_log, chain_check, submission, worker
 from audit_engine.cli import main
-from audit_engine.store import reviews
 from audit_engine.store.db import is_postgres, session_scope
 from audit_engine.store.models import AuditEntry
 from audit_engine.store.testing import FakePipeline, World, medication_bundle
@@ -25,7 +24,7 @@ def submit_reviews(engine: sa.Engine, world: World, n: int) -> None:
     """``n`` prescriptions that need a pharmacist (a level-6 finding each), sealed."""
     for k in range(n):
         with session_scope(engine) as s:
-            reviews.submit_review(s, principal=world.his_m1, payload=medication_bundle(f"RX-{k:04d}", levels=(6,)),
+            submission.submit_review(s, principal=world.his_m1, payload=medication_bundle(f"RX-{k:04d}", levels=(6,)),
                                   kind="bundle", engine=None, review_fn=FakePipeline())
     with session_scope(engine) as s:  # what the worker does on PostgreSQL (SQLite sealed already)
         audit_log.seal(s)

@@ -111,11 +111,11 @@ def test_the_database_refuses_a_task_status_outside_the_state_machine(engine: sa
     from audit_engine.store.testing import FakePipeline, build_world, medication_bundle
 
     world = build_world(engine)
-    from audit_engine.store import reviews
+    from audit_engine import submission
     from audit_engine.store.db import session_scope
 
     with session_scope(engine) as s:
-        rec = reviews.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-CK", levels=(6,)),
+        rec = submission.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-CK", levels=(6,)),
                                     kind="bundle", engine=None, review_fn=FakePipeline())
     assert rec.task is not None
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:

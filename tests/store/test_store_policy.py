@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from audit_engine.errors import InvalidRequestError
 from audit_engine.findings import Finding
-from audit_engine.policy import VERDICTS, Policy, decide_verdict, policy_for, set_policy
+from audit_engine.policy import VERDICTS, Policy, decide_verdict
 from audit_engine.store.db import session_scope
+from audit_engine.store.policies import policy_for, set_policy
 
 
 def finding(level: int) -> Finding:

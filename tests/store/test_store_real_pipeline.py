@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from audit_engine import review
+from audit_engine import review, submission
 from audit_engine.errors import IntakeError
-from audit_engine.policy import Policy, set_policy
+from audit_engine.policy import Policy
 from audit_engine.store import reviews
 from audit_engine.store.db import session_scope
 from audit_engine.store.models import AuditEntry, Prescription, Task
+from audit_engine.store.policies import set_policy
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "fhir"
 
@@ -30,7 +31,7 @@ def load(name: str) -> dict[str, Any]:
 
 def submit(engine: sa.Engine, principal: Any, payload: dict[str, Any], rules: Any) -> reviews.ReviewRecord:
     with session_scope(engine) as s:
-        return reviews.submit_review(s, principal=principal, payload=payload, kind="bundle", engine=rules)
+        return submission.submit_review(s, principal=principal, payload=payload, kind="bundle", engine=rules)
 
 
 def test_a_clean_morphine_prescription_passes_and_is_kept_three_years(engine, world, rules) -> None:

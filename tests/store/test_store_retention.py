@@ -7,7 +7,7 @@ from datetime import date, datetime
 import pytest
 import sqlalchemy as sa
 
-from audit_engine import audit_log, queue
+from audit_engine import audit_log, feedback, queue, submission
 from audit_engine.auth import Principal
 from audit_engine.errors import AccessDeniedError, InvalidRequestError
 from audit_engine.store import retention, reviews
@@ -25,7 +25,7 @@ def admin_of(world) -> Principal:
 
 def store(engine, world, identifier: str, *, control: str | None = None, level: int = 6) -> reviews.ReviewRecord:
     with session_scope(engine) as s:
-        return reviews.submit_review(
+        return submission.submit_review(
             s, principal=world.his_m1, payload=medication_bundle(identifier, levels=(level,), control=control),
             kind="bundle", engine=None, review_fn=FakePipeline(), now=RECEIVED,
         )
@@ -96,10 +96,10 @@ def test_destroying_a_cds_prescription_removes_its_issued_cards_and_feedback(eng
     from audit_engine.store.models import CdsCard, Feedback
 
     with session_scope(engine) as s:
-        rec = reviews.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-CDS-OLD", levels=(3,)),
+        rec = submission.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-CDS-OLD", levels=(3,)),
                                     kind="cds", engine=None, review_fn=FakePipeline(), now=RECEIVED)
     with session_scope(engine) as s:
-        assert reviews.record_card_feedback(s, card_id=card_id(rec.id, rec.findings[0], 0), principal=world.his_m1,
+        assert feedback.record_card_feedback(s, card_id=card_id(rec.id, rec.findings[0], 0), principal=world.his_m1,
                                             outcome="accepted")
     with session_scope(engine) as s:
         assert retention.destroy(s, prescription_ids=[rec.prescription_id], principal=admin_of(world),

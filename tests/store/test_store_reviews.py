@@ -8,9 +8,9 @@ from datetime import datetime
 import pytest
 import sqlalchemy as sa
 
-from audit_engine import audit_log
+from audit_engine import audit_log, feedback, submission
 from audit_engine.errors import InputIssue, IntakeError
-from audit_engine.policy import Policy, set_policy
+from audit_engine.policy import Policy
 from audit_engine.store import retention, reviews
 from audit_engine.store.db import session_scope
 from audit_engine.store.models import (
@@ -22,12 +22,13 @@ from audit_engine.store.models import (
     ReviewAccess,
     Task,
 )
+from audit_engine.store.policies import set_policy
 from audit_engine.store.testing import FakePipeline, World, medication_bundle
 
 
 def submit(engine: sa.Engine, principal: object, payload: dict, pipeline: FakePipeline, **kw: object):
     with session_scope(engine) as s:
-        return reviews.submit_review(
+        return submission.submit_review(
             s, principal=principal, payload=payload, kind="bundle", engine=None, review_fn=pipeline, **kw  # type: ignore[arg-type]
         )
 
@@ -244,7 +245,7 @@ def test_an_institution_sees_only_its_own_and_a_centres_users_see_its_members(en
 def test_an_overridden_explain_card_with_a_reason_is_the_doctors_explanation(engine, world, pipeline) -> None:
     rec = submit(engine, world.his_m1, medication_bundle("RX-EXPL", levels=(3,)), pipeline)
     with session_scope(engine) as s:
-        reviews.record_feedback(
+        feedback.record_feedback(
             s, review_id=rec.id, principal=world.his_m1, outcome="overridden", rule_id="TEST-001", reason="患者耐受良好"
         )
     with session_scope(engine) as s:
@@ -258,7 +259,7 @@ def test_an_unknown_replaced_review_is_refused_before_anything_is_written(engine
 
     with session_scope(engine) as s:  # the caller catches the error and commits anyway
         with pytest.raises(NotFoundError) as caught:
-            reviews.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-ORPHAN"), kind="bundle",
+            submission.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-ORPHAN"), kind="bundle",
                                   engine=None, review_fn=pipeline, replaces_review_id="no-such-review")
     assert caught.value.location == "Review/no-such-review"
     assert count(engine, Prescription) == 0 and count(engine, AuditEntry) == 0

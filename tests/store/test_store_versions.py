@@ -8,7 +8,7 @@ import threading
 
 import sqlalchemy as sa
 
-from audit_engine import queue
+from audit_engine import feedback, queue, submission
 from audit_engine.store import reviews
 from audit_engine.store.db import session_scope
 from audit_engine.store.models import Prescription, Review, Task
@@ -17,7 +17,7 @@ from audit_engine.store.testing import FakePipeline, World, medication_bundle
 
 def submit(engine: sa.Engine, principal: object, payload: dict, **kw: object):
     with session_scope(engine) as s:
-        return reviews.submit_review(s, principal=principal, payload=payload, kind="bundle", engine=None,  # type: ignore[arg-type]
+        return submission.submit_review(s, principal=principal, payload=payload, kind="bundle", engine=None,  # type: ignore[arg-type]
                                      review_fn=FakePipeline(), **kw)
 
 
@@ -152,11 +152,11 @@ def test_the_same_derived_key_with_other_content_is_another_prescription_not_a_v
             return dataclasses.replace(result, prescription_id=key)
 
     with session_scope(engine) as s:
-        a = reviews.submit_review(s, principal=world.his_m1, payload=first, kind="bundle", engine=None, review_fn=Keyed())
+        a = submission.submit_review(s, principal=world.his_m1, payload=first, kind="bundle", engine=None, review_fn=Keyed())
     with session_scope(engine) as s:
-        b = reviews.submit_review(s, principal=world.his_m1, payload=second, kind="bundle", engine=None, review_fn=Keyed())
+        b = submission.submit_review(s, principal=world.his_m1, payload=second, kind="bundle", engine=None, review_fn=Keyed())
     with session_scope(engine) as s:
-        c = reviews.submit_review(s, principal=world.his_m1, payload=first, kind="bundle", engine=None, review_fn=Keyed())
+        c = submission.submit_review(s, principal=world.his_m1, payload=first, kind="bundle", engine=None, review_fn=Keyed())
     assert b.id != a.id and b.previous_review_id is None and c.id == a.id and c.replayed
     assert tasks(engine) == {a.id: "pending", b.id: "pending"}
 
@@ -166,7 +166,7 @@ def test_the_same_card_feedback_sent_concurrently_is_recorded_once(engine, world
 
     payload = medication_bundle("RX-CARD", levels=(3,))
     with session_scope(engine) as s:
-        rec = reviews.submit_review(s, principal=world.his_m1, payload=payload, kind="cds", engine=None,
+        rec = submission.submit_review(s, principal=world.his_m1, payload=payload, kind="cds", engine=None,
                                     review_fn=FakePipeline())
     from audit_engine.fhir_out import card_id
 
@@ -179,7 +179,7 @@ def test_the_same_card_feedback_sent_concurrently_is_recorded_once(engine, world
         try:
             barrier.wait()
             with session_scope(engine) as s:
-                outcomes.append(reviews.record_card_feedback(s, card_id=card, principal=world.his_m1,
+                outcomes.append(feedback.record_card_feedback(s, card_id=card, principal=world.his_m1,
                                                              outcome="overridden", reason="患者耐受"))
         except BaseException as exc:  # surfaced below
             errors.append(exc)

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from audit_engine import queue, webhooks
-from audit_engine.store import reviews, testing
+from audit_engine import queue, submission, webhooks
+from audit_engine.store import testing
 from audit_engine.store.db import session_scope, utcnow
 from audit_engine.store.models import WebhookDelivery
 from audit_engine.store.testing import FakePipeline, medication_bundle
@@ -42,7 +42,7 @@ def subscribed(engine, world):
 
 def decided_review(engine, world, identifier: str = "RX-HOOK", decision: str = "approve") -> str:
     with session_scope(engine) as s:
-        rec = reviews.submit_review(s, principal=world.his_m1, payload=medication_bundle(identifier, levels=(6,)),
+        rec = submission.submit_review(s, principal=world.his_m1, payload=medication_bundle(identifier, levels=(6,)),
                                     kind="bundle", engine=None, review_fn=FakePipeline())
     with session_scope(engine) as s:
         task = queue.claim_next(s, principal=world.ph_c1)
@@ -71,7 +71,7 @@ def test_no_subscription_means_no_delivery(engine, world) -> None:
 
 def test_a_rolled_back_decision_announces_nothing(engine, world, subscribed) -> None:
     with session_scope(engine) as s:
-        reviews.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-RB", levels=(6,)),
+        submission.submit_review(s, principal=world.his_m1, payload=medication_bundle("RX-RB", levels=(6,)),
                               kind="bundle", engine=None, review_fn=FakePipeline())
     with pytest.raises(RuntimeError), session_scope(engine) as s:
         task = queue.claim_next(s, principal=world.ph_c1)

@@ -1,7 +1,7 @@
 """Store-only benchmark: what one review costs the database layer, without HTTP or rules.
 
-    python -m audit_engine.store.bench --db sqlite --n 1000
-    python -m audit_engine.store.bench --db postgresql --n 1000 --threads 8
+    python benchmarks/bench_store.py --db sqlite --n 1000
+    python benchmarks/bench_store.py --db postgresql --n 1000 --threads 8
 
 Prints reviews/s and latency percentiles for ``submit_review`` (a fake pipeline, so only the
 store is measured), then claims/s for claim + decide, on a fresh throw-away database.
@@ -16,8 +16,8 @@ import threading
 import time
 from contextlib import AbstractContextManager
 
-from audit_engine import audit_log, queue
-from audit_engine.store import reviews, testing
+from audit_engine import audit_log, queue, submission
+from audit_engine.store import testing
 from audit_engine.store.db import make_engine, session_scope, upgrade_schema
 
 
@@ -46,7 +46,7 @@ def run(db: str, n: int, threads: int) -> None:
             for payload in chunk:
                 t0 = time.perf_counter()
                 with session_scope(engine) as s:
-                    reviews.submit_review(
+                    submission.submit_review(
                         s,
                         principal=world.his_m1,
                         payload=payload,

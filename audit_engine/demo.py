@@ -132,9 +132,9 @@ def load_demo(url: str, *, out: TextIO = sys.stdout, engine: Any = None) -> dict
     """Create the demo alliance (once) and review a day of prescriptions; returns a summary
     (``engine``: the rules engine used, for :class:`DemoFeed`; None when it could not load)."""
     from audit_engine import auth
-    from audit_engine.policy import set_policy
     from audit_engine.store.db import make_engine, session_scope
     from audit_engine.store.models import Department, Institution, Practitioner
+    from audit_engine.store.policies import set_policy
 
     db = make_engine(url)
     summary: dict[str, Any] = {"created": False, "keys": {}, "passwords": {}, "reviews": 0, "history": 0, "engine": None}
@@ -280,7 +280,7 @@ def _review_day(db: sa.Engine, out: TextIO, engine: Any) -> int:
     """Send every sample prescription from a rotating member; idempotent by prescription number."""
     from audit_engine.errors import AuditEngineError
     from audit_engine.store.db import session_scope
-    from audit_engine.store.reviews import submit_review
+    from audit_engine.submission import submit_review
 
     samples = demo_prescriptions()
     if not samples:
@@ -316,7 +316,7 @@ def _returned_and_modified(db: sa.Engine, out: TextIO, engine: Any) -> None:
     from audit_engine.errors import AuditEngineError
     from audit_engine.store.db import session_scope
     from audit_engine.store.models import Task, User
-    from audit_engine.store.reviews import submit_review
+    from audit_engine.submission import submit_review
 
     original = dict(demo_prescriptions()).get(RETURNED_SAMPLE)
     if original is None or not MODIFIED_SAMPLE.is_file():
@@ -376,7 +376,7 @@ class DemoFeed:
         """Send the next sample now; returns its verdict (None when it was refused)."""
         from audit_engine.errors import AuditEngineError
         from audit_engine.store.db import make_engine, session_scope
-        from audit_engine.store.reviews import submit_review
+        from audit_engine.submission import submit_review
 
         name, bundle = self.samples[self.sent % len(self.samples)]
         db = make_engine(self.url)

@@ -14,19 +14,27 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from api import rulebases
-from api.config import Settings
+from audit_engine import rulebase_lifecycle
 from audit_engine.errors import AuditEngineError
+from audit_engine.rulebase_lifecycle import StoreSettings
 
 
-def dry_run(session: Session, *, row: Any, principal: Any, settings: Settings, limit: int = 200) -> dict[str, Any]:
+def dry_run(session: Session, *, row: Any, principal: Any, settings: StoreSettings, limit: int = 200) -> dict[str, Any]:
+    """The report of how verdicts would change; reads only, and ends its read transaction."""
+    try:
+        return _dry_run(session, row=row, principal=principal, settings=settings, limit=limit)
+    finally:
+        session.rollback()
+
+
+def _dry_run(session: Session, *, row: Any, principal: Any, settings: StoreSettings, limit: int) -> dict[str, Any]:
     from audit_engine.auth import visible_institution_ids
     from audit_engine.engine import Engine
     from audit_engine.policy import Policy, decide_verdict
     from audit_engine.review import review_payload
     from audit_engine.store.models import FindingRow, Institution, Prescription, Review
 
-    folder = rulebases.materialise(row.files, settings, key=f"v-{row.version[:40]}")
+    folder = rulebase_lifecycle.materialise(row.files, settings, key=f"v-{row.version[:40]}")
     engine = Engine.from_path(folder)
     q = (sa.select(Review, Prescription, Institution)
          .join(Prescription, Review.prescription_id == Prescription.id)

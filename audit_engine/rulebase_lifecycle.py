@@ -4,7 +4,11 @@ A version is the set of its files (``relative path -> text``), kept in
 ``rulebase_versions`` so every replica can load it; ``version`` is the compiled rulebase's
 content hash, the same string every review records. Exactly one row is ``active``;
 activation and rollback flip it inside one transaction, and each process notices within
-its poll interval (``api.runtime``).
+its poll interval (``audit_engine.rulebase_swap``).
+
+Upload, validation, activation, rollback and listing are shared by the HTTP routes
+(``api/routes/rulebase.py``) and the command line (``audit-engine rulebase …``, direct
+database mode), so both apply the same checks and write the same audit entries.
 """
 
 from __future__ import annotations
@@ -18,16 +22,23 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from api.config import Settings
 from audit_engine.errors import Diagnostic, InputIssue, IntakeError, RulebaseError
+from audit_engine.unit_of_work import UnitOfWork
 
 ALLOWED_SUFFIXES = (".rules", ".csv", ".md", ".txt")
 MAX_FILES = 2000
+
+
+class StoreSettings(Protocol):
+    """What the lifecycle needs of the service settings: where versions are materialised."""
+
+    @property
+    def rulebase_store_dir(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +134,7 @@ def files_digest(files: Mapping[str, str]) -> str:
     return h.hexdigest()
 
 
-def materialise(files: Mapping[str, str], settings: Settings, *, key: str | None = None) -> Path:
+def materialise(files: Mapping[str, str], settings: StoreSettings, *, key: str | None = None) -> Path:
     """Write ``files`` to a folder under the local store (idempotent; the key names the folder)."""
     root = Path(settings.rulebase_store_dir)
     folder = root / (key or files_digest(files))
@@ -142,7 +153,7 @@ def materialise(files: Mapping[str, str], settings: Settings, *, key: str | None
     return folder
 
 
-def check_files(files: Mapping[str, str], settings: Settings) -> Checked:
+def check_files(files: Mapping[str, str], settings: StoreSettings) -> Checked:
     """Parse, check and compile; collect every diagnostic instead of raising."""
     from audit_engine.lang.compiler import compile_rulebase
     from audit_engine.lang.loader import load_rulebase
@@ -171,7 +182,7 @@ def _model() -> Any:
     return RulebaseVersion
 
 
-def active_version(db: sa.Engine, settings: Settings) -> tuple[str, str] | None:
+def active_version(db: sa.Engine, settings: StoreSettings) -> tuple[str, str] | None:
     """(version, local folder) of the active version: one indexed row, then a folder cached on disk."""
     model = _model()
     with Session(db) as s:
@@ -248,78 +259,77 @@ class LifecycleError(Exception):
         self.code = code
 
 
-def store_version(session: Session, principal: Any, files: Mapping[str, str], label: str | None,
+def store_version(uow: UnitOfWork, principal: Any, files: Mapping[str, str], label: str | None,
                   checked: Checked) -> tuple[Any, bool]:
     """Store a checked version (uploaded, not active); (row, created). Idempotent on content."""
     from audit_engine.store.db import utcnow
 
     model = _model()
     assert checked.version is not None
-    row = session.get(model, checked.version)
-    if row is not None:
-        return row, False
-    row = model(version=checked.version, label=label, files=dict(files), status="uploaded",
-                uploaded_by=principal.actor, uploaded_at=utcnow())
-    session.add(row)
-    audit(session, principal, "rulebase.uploaded", str(checked.version))
-    session.commit()
+    with uow as session:
+        row = session.get(model, checked.version)
+        if row is not None:
+            return row, False
+        row = model(version=checked.version, label=label, files=dict(files), status="uploaded",
+                    uploaded_by=principal.actor, uploaded_at=utcnow())
+        session.add(row)
+        audit(session, principal, "rulebase.uploaded", str(checked.version))
     return row, True
 
 
-def get_version(session: Session, version: str) -> Any:
+def get_version(uow: UnitOfWork, version: str) -> Any:
     """The stored version ``version``, or a unique prefix of one (LifecycleError 404/409 otherwise)."""
     model = _model()
-    row = session.get(model, version)
-    if row is not None:
-        return row
-    if len(version) >= 6 and all(c in "0123456789abcdef" for c in version):
-        found = session.scalars(sa.select(model).where(model.version.startswith(version)).limit(2)).all()
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise LifecycleError(409, f"版本前缀 {version} 对应多个版本，请多写几位", "conflict")
+    with uow as session:
+        row = session.get(model, version)
+        if row is not None:
+            return row
+        if len(version) >= 6 and all(c in "0123456789abcdef" for c in version):
+            found = session.scalars(sa.select(model).where(model.version.startswith(version)).limit(2)).all()
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise LifecycleError(409, f"版本前缀 {version} 对应多个版本，请多写几位", "conflict")
     raise LifecycleError(404, f"没有规则库版本 {version}", "not-found")
 
 
-def list_versions(session: Session) -> list[Any]:
+def list_versions(uow: UnitOfWork) -> list[Any]:
     model = _model()
-    return list(session.scalars(sa.select(model).order_by(model.uploaded_at.desc())).all())
+    with uow as session:
+        return list(session.scalars(sa.select(model).order_by(model.uploaded_at.desc())).all())
 
 
-def activate_version(session: Session, principal: Any, row: Any) -> None:
+def activate_version(uow: UnitOfWork, principal: Any, row: Any) -> None:
     """Make ``row`` the active version (one transaction) and record rulebase.activated."""
-    make_active(session, principal, row, action="rulebase.activated")
+    with uow as session:
+        _make_active(session, principal, row, action="rulebase.activated")
 
 
-def rollback_version(session: Session, principal: Any) -> Any:
+def rollback_version(uow: UnitOfWork, principal: Any) -> Any:
     """Re-activate the most recently activated other version; LifecycleError 409 when none."""
     model = _model()
-    current = session.scalar(sa.select(model).where(model.status == "active"))
-    q = sa.select(model).where(model.activated_at.is_not(None), model.status != "active")
-    previous = session.scalar(q.order_by(model.activated_at.desc()).limit(1))
-    if previous is None:
-        raise LifecycleError(409, "没有可回滚的先前版本", "conflict")
-    make_active(session, principal, previous, action="rulebase.rolled_back",
-                detail={"from": current.version if current else None})
+    with uow as session:
+        current = session.scalar(sa.select(model).where(model.status == "active"))
+        q = sa.select(model).where(model.activated_at.is_not(None), model.status != "active")
+        previous = session.scalar(q.order_by(model.activated_at.desc()).limit(1))
+        if previous is None:
+            raise LifecycleError(409, "没有可回滚的先前版本", "conflict")
+        _make_active(session, principal, previous, action="rulebase.rolled_back",
+                     detail={"from": current.version if current else None})
     return previous
 
 
-def make_active(session: Session, principal: Any, row: Any, *, action: str,
-                detail: dict[str, Any] | None = None) -> None:
-    """One transaction: retire the active row, activate this one (stamping when)."""
+def _make_active(session: Session, principal: Any, row: Any, *, action: str,
+                 detail: dict[str, Any] | None = None) -> None:
+    """Retire the active row and activate this one (stamping when), in the caller's transaction."""
     from audit_engine.store.db import utcnow
 
     model = _model()
-    try:
-        session.execute(sa.update(model).where(model.status == "active", model.version != row.version)
-                        .values(status="retired"))
-        row.status = "active"
-        row.activated_at = utcnow()
-        audit(session, principal, action, row.version, detail)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+    session.execute(sa.update(model).where(model.status == "active", model.version != row.version)
+                    .values(status="retired"))
+    row.status = "active"
+    row.activated_at = utcnow()
+    audit(session, principal, action, row.version, detail)
 
 
 def audit(session: Session, principal: Any, action: str, version: str, detail: dict[str, Any] | None = None) -> None:
