@@ -22,7 +22,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--demo", action="store_true", help="load demo institutions, users and prescriptions")
     s.add_argument("--reset-demo", action="store_true",
                    help="with --demo: empty a demo database and create the demo afresh (new keys and passwords)")
-    s.add_argument("--workers", type=int, default=1, help="API processes (PostgreSQL or a SQLite file)")
+    s.add_argument("--workers", type=int, default=1,
+                   help="API processes under uvicorn's supervisor (more than 1 needs PostgreSQL)")
+    s.add_argument("--no-worker", dest="worker", action="store_false",
+                   help="do not run the background worker beside the API (run `audit-engine worker` yourself)")
 
     sub.add_parser("worker", help="run the background worker (leases, timeouts, webhooks) until SIGTERM")
 
@@ -142,7 +145,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "serve":
         return server.cmd_serve(host=args.host, port=args.port, demo=args.demo, workers=args.workers,
-                                reset_demo=args.reset_demo)
+                                reset_demo=args.reset_demo, worker=args.worker)
     assert args.command == "worker", args.command
     return server.cmd_worker()
 
