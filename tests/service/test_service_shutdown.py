@@ -7,13 +7,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from dbutil import fresh_database
 from svcutil import ROOT, Deployment, Server, deploy, free_port, service_env
+from test_service_crash import numbered
 
 
 def session_members(sid: int) -> set[int]:
@@ -43,6 +46,13 @@ def wait_until_empty(sid: int, seconds: float) -> set[int]:
     return session_members(sid)
 
 
+def long_poll(base: str, review_id: str, headers: dict[str, str]) -> None:
+    try:
+        httpx.get(f"{base}/api/v1/reviews/{review_id}", params={"wait": 30}, headers=headers, timeout=40)
+    except httpx.HTTPError:
+        pass  # the server went away under it: that is the point
+
+
 # SQLite runs one API process; --workers 2 (uvicorn's supervisor) runs on PostgreSQL.
 SETUPS = [pytest.param("sqlite", 1, id="sqlite-1"),
           pytest.param("postgresql", 2, id="postgresql-2", marks=pytest.mark.postgres)]
@@ -67,6 +77,13 @@ def test_sigterm_to_serve_alone_stops_every_process_it_started_within_10_s(
         # multiprocessing's resource tracker too
         assert len(started) >= 2 + (workers + 1 if workers > 1 else 0), started
         assert len(server.worker_pids()) == 1
+        # A HIS long-polling for the pharmacist's decision holds a request open through the stop.
+        headers = {"Authorization": f"Bearer {deployment.key}"}
+        review = httpx.post(f"{server.base}/api/v1/reviews", json=numbered(1, "STOP"), headers=headers, timeout=10)
+        assert review.status_code == 201 and review.json()["verdict"] == "recheck"
+        poll = threading.Thread(target=long_poll, args=(server.base, review.json()["id"], headers))
+        poll.start()
+        time.sleep(1)
         t = time.monotonic()
         os.kill(sid, signal.SIGTERM)
         assert server.proc.wait(10) == 0
@@ -75,6 +92,7 @@ def test_sigterm_to_serve_alone_stops_every_process_it_started_within_10_s(
         assert left == set(), (left, server.log.read_text(errors="replace"))
         assert stopped_in < 10
         print(f"every process of serve --workers {workers} stopped {stopped_in:.2f} s after SIGTERM")
+        poll.join(10)
     finally:
         server.kill()
         for pid in session_members(sid):
