@@ -37,7 +37,7 @@ log = logging.getLogger("api.server")
 
 # After SIGTERM, requests in flight (a long poll waits up to 60 s) get this long before uvicorn
 # cancels them; with WORKER_STOP_S it keeps the whole stop within 10 s.
-SHUTDOWN_GRACE_S = 4.0
+SHUTDOWN_GRACE_S = 4
 WORKER_STOP_S = 3.0
 WORKER_RESTART_DELAY_S = 1.0
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -113,7 +113,7 @@ def _uvicorn_config(app_factory: Callable[[], Any], *, host: str, port: int, wor
         log_level=os.environ.get("AUDIT_LOG_LEVEL", "info"), access_log=False, http=http,
         # uvicorn types it as int but only hands it to loop.call_later: a float works.
         timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
-        timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
 
 
@@ -175,6 +175,7 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
     importable by name (a module-level function), as uvicorn's processes are spawned.
     """
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
     from audit_engine.store.db import upgrade_schema
@@ -233,7 +234,10 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
                 sock = config.bind_socket()
             except SystemExit:  # uvicorn has logged why (address in use, …)
                 return 1
-            Multiprocess(config, sockets=[sock]).run()
+            supervisor = Multiprocess(config, sockets=[sock])
+            supervisor.run()
+            if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+                return 1  # uvicorn stopped: an API process could not start, and would not on a restart
         else:
             server = uvicorn.Server(config)
             server.run()
