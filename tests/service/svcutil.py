@@ -56,6 +56,7 @@ class Server:
     log: Path
     workers: int = 1
     fake: bool = True  # the stand-in engine (fake_serve.py); False: the real rules network
+    worker: bool = True  # False: serve --no-worker
     proc: subprocess.Popen[bytes] | None = None
     starts: int = field(default=0)
 
@@ -69,7 +70,8 @@ class Server:
         command = [sys.executable, str(HERE / "fake_serve.py")] if self.fake else \
             [sys.executable, "-m", "audit_engine.cli", "serve"]
         self.proc = subprocess.Popen(
-            [*command, "--port", str(self.port), "--workers", str(self.workers)],
+            [*command, "--port", str(self.port), "--workers", str(self.workers),
+             *([] if self.worker else ["--no-worker"])],
             env=self.env, cwd=ROOT, stdout=out, stderr=out, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

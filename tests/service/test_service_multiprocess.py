@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
-from svcutil import Deployment, Server, free_port
+from svcutil import ROOT, Deployment, Server, free_port
 from test_service_crash import numbered
 
 
@@ -102,3 +104,48 @@ def _serves(log: Path, pid: int) -> bool:
     text = log.read_text(errors="replace")
     started = text.find(f"Started server process [{pid}]")
     return started >= 0 and "Application startup complete." in text[started:]
+
+
+def test_serve_without_worker_and_the_worker_command_beside_it_fire_timeouts_and_stop_on_sigterm(
+    deployment: Deployment,
+) -> None:
+    """The production layout: ``serve --no-worker`` and ``audit-engine worker`` as two services."""
+    from audit_engine.store.db import make_engine, utcnow
+    from audit_engine.store.models import Task
+
+    d = deployment
+    server = Server(d.env, free_port(), d.tmp / "serve.log", worker=False)
+    server.start()
+    db = make_engine(d.url)
+    worker = None
+    try:
+        assert server.worker_pids() == []
+        r = httpx.post(f"{server.base}/api/v1/reviews", json=numbered(1, "SPLIT"),
+                       headers={"Authorization": f"Bearer {d.key}"}, timeout=10)
+        assert r.status_code == 201 and r.json()["verdict"] == "recheck"
+
+        def pending() -> int:
+            with db.connect() as c:
+                return int(c.scalar(sa.select(sa.func.count()).select_from(Task).where(Task.status == "pending")) or 0)
+
+        with db.begin() as c:
+            c.execute(sa.update(Task).where(Task.status == "pending").values(deadline_at=utcnow() - timedelta(seconds=1)))
+        time.sleep(1.5)
+        assert pending() == 1  # nothing fires timeouts yet
+
+        with (d.tmp / "worker.log").open("wb") as out:
+            worker = subprocess.Popen([sys.executable, "-m", "audit_engine.cli", "worker"], env=d.env, cwd=ROOT,
+                                      stdout=out, stderr=out, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while pending() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pending() == 0
+        t = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(10) == 0
+        assert time.monotonic() - t < 5
+    finally:
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+        server.stop()
+        db.dispose()
