@@ -6,9 +6,7 @@ Follow one prescription from ``api/routes/cds_hooks.py`` (or ``reviews.py``) thr
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -62,13 +60,10 @@ TAGS = [
 
 
 def create_app(settings: Settings | None = None, *, engine_factory: Callable[[str | None], Any] | None = None) -> FastAPI:
-    """Build the service. Tests pass their own ``settings`` (and may inject an engine factory);
+    """Build the service. Tests pass their own ``settings`` and may inject ``engine_factory``
+    (rulebase path → engine; tests/service/fake_serve.py does so for a real ``serve``);
     production reads the environment and loads the active rulebase."""
     settings = settings or get_settings()
-    if engine_factory is None and os.environ.get("AUDIT_ENGINE_FACTORY"):
-        # Test hook ("module:function"): the service tests run the real server with a stand-in engine.
-        module, _, name = os.environ["AUDIT_ENGINE_FACTORY"].partition(":")
-        engine_factory = getattr(importlib.import_module(module), name)
     runtime = Runtime(settings=settings, engine_factory=engine_factory)
 
     @asynccontextmanager

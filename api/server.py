@@ -1,52 +1,46 @@
-"""The ``serve``, ``institution add`` and ``user add`` commands.
+"""The service's processes: ``audit-engine serve`` (the HTTP API) and ``audit-engine worker``.
 
-``serve`` upgrades the schema, optionally loads the demo, then runs uvicorn and, beside
-it, the background worker (lease expiry, timeouts, webhooks) in its own process under a
-supervisor thread that restarts it whenever it dies: a native crash in a worker must not
-silently stop timeouts. With ``--workers N``, N uvicorn API processes run under the same kind
-of supervisor, each on its own SO_REUSEPORT socket. On PostgreSQL they write concurrently; on a SQLite file they still share one
-write lock (``store.db``), but the pipeline and HTTP work, most of a review's CPU, run in
-parallel.
+``serve`` upgrades the schema, optionally loads the demo, then runs the API with uvicorn: in
+this process, or with ``--workers N`` as N processes under uvicorn's own supervisor
+(``uvicorn.supervisors.Multiprocess``, what ``uvicorn --workers N`` runs: it restarts a process
+that dies, and stops them all on SIGTERM or SIGINT). Beside the API, unless ``--no-worker``, it
+runs one ``audit-engine worker`` child (lease expiry, timeouts, webhooks, audit sealing) and
+starts it again if it dies: that is the one-command deployment and the demo. In production the
+worker can run as a service of its own (``audit-engine worker`` under systemd or docker, which
+restart it), with ``serve --no-worker``.
+
+SIGTERM to ``serve`` alone stops every process it started within about
+``SHUTDOWN_GRACE_S + WORKER_STOP_S`` seconds. Each child also asks the kernel to SIGTERM it if
+``serve`` itself dies (``PR_SET_PDEATHSIG``), so a ``serve`` killed outright (SIGKILL, a native
+crash) leaves no API process or worker behind.
+
+On SQLite, ``serve`` runs one API process (see ``cmd_serve``); ``--workers N`` needs PostgreSQL.
 """
 
 from __future__ import annotations
 
-import getpass
+import ctypes
+import functools
 import logging
-import multiprocessing as mp
+import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import threading
-import time
+from collections.abc import Callable
 from typing import Any
 
 from api.config import get_settings
 
 log = logging.getLogger("api.server")
 
+# After SIGTERM, requests in flight (a long poll waits up to 60 s) get this long before uvicorn
+# cancels them; with WORKER_STOP_S it keeps the whole stop within 10 s.
+SHUTDOWN_GRACE_S = 4
+WORKER_STOP_S = 3.0
 WORKER_RESTART_DELAY_S = 1.0
-
-
-def _exit_with_parent(stop: Any) -> None:
-    """Call ``stop()`` once this process's parent is gone (it was SIGKILLed, or died of a native
-    crash): a child re-parented to PID 1 must not go on serving or writing to the database."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        print(f"parent {parent} is gone: stopping (pid {os.getpid()})", file=sys.stderr, flush=True)
-        stop()
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _worker_main(url: str) -> None:
-    """Entry point of the background worker process."""
-    stop = threading.Event()
-    _exit_with_parent(stop.set)
-    cmd_worker(url, stop)
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def cmd_worker(url: str | None = None, stop: threading.Event | None = None) -> int:
@@ -64,84 +58,108 @@ def cmd_worker(url: str | None = None, stop: threading.Event | None = None) -> i
     return 0
 
 
-def _api_main(host: str, port: int, log_level: str) -> None:
-    """Entry point of one API process of ``serve --workers N``: uvicorn on a socket of its own."""
+def _prctl() -> Callable[[int, int], int] | None:
+    """libc's ``prctl``, resolved ahead of time (None off Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    fn: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).prctl
+    return fn
+
+
+def _die_with_parent(prctl: Callable[[int, int], int] | None) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the kernel SIGTERM the child when this process dies.
+
+    It runs between fork and exec, so it only calls the function resolved beforehand."""
+
+    def set_death_signal() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return set_death_signal
+
+
+def _api_process_app(factory: Callable[[], Any]) -> Any:
+    """Build the app of one API process. In a process spawned by uvicorn's supervisor, first ask
+    the kernel to SIGTERM it when the supervisor dies: uvicorn's processes do not notice that
+    themselves, and one re-parented to PID 1 would go on serving."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        prctl = _prctl()
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent.pid:  # the supervisor died before prctl: stop now
+                os.kill(os.getpid(), signal.SIGTERM)
+    return factory()
+
+
+def _h11_protocol(header_timeout: float, body_timeout: float, **kwargs: Any) -> Any:
+    """uvicorn's h11 protocol with receive deadlines (``api.connection_guard``). A module-level
+    function under ``functools.partial``, so that the config can be pickled to the processes
+    of ``--workers N`` (the class ``guarded_h11`` builds cannot be)."""
+    from api.connection_guard import GuardedH11Protocol
+
+    protocol = GuardedH11Protocol(**kwargs)
+    protocol.header_timeout, protocol.body_timeout = header_timeout, body_timeout
+    return protocol
+
+
+def _uvicorn_config(app_factory: Callable[[], Any], *, host: str, port: int, workers: int) -> Any:
     import uvicorn
 
-    from api.connection_guard import uvicorn_options
-
-    config = uvicorn.Config("api.main:create_app", factory=True, host=host, port=port, log_level=log_level,
-                            access_log=False, **uvicorn_options(get_settings()))
-    server = uvicorn.Server(config)
-    _exit_with_parent(lambda: setattr(server, "should_exit", True))
-    server.run(sockets=[_listening_socket(host, port)])
-
-
-def _listening_socket(host: str, port: int) -> Any:
-    """A TCP socket bound to host:port with SO_REUSEPORT, so that each API process has its own.
-
-    With one socket shared by all processes, asyncio's accept loop takes every queued
-    connection at once, so a burst of new connections (an HIS opening its pool) all landed
-    in one process: 8 connections opened in a row went 8/0, measured. With a socket per
-    process the kernel spreads connections over them. The socket is made as TCP explicitly:
-    with protocol 0, asyncio never sets TCP_NODELAY and every response waits ~40 ms for a
-    delayed ACK (measured: /health 44 ms with 2 processes, 1 ms with one).
-    """
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock
+    settings = get_settings()
+    http: Any = functools.partial(_h11_protocol, settings.header_timeout_seconds, settings.body_timeout_seconds)
+    return uvicorn.Config(
+        functools.partial(_api_process_app, app_factory), factory=True, host=host, port=port, workers=workers,
+        log_level=os.environ.get("AUDIT_LOG_LEVEL", "info"), access_log=False, http=http,
+        # uvicorn types it as int but only hands it to loop.call_later: a float works.
+        timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
 
 
-class Supervisor:
-    """Keeps one child process alive (the background worker, or an API process); restarts it
-    whenever it exits for any reason."""
+class BackgroundWorker:
+    """``audit-engine worker`` as a child of ``serve``, started again whenever it exits while
+    ``serve`` runs: a native crash in the worker (a what-if replay runs the rules network) must
+    not silently stop timeouts."""
 
-    def __init__(self, name: str, target: Any, args: tuple[Any, ...]) -> None:
-        self.name = name
-        self.target = target
-        self.args = args
-        self.ctx = mp.get_context("spawn")
-        self.proc: Any = None
-        self.restarts = 0
+    def __init__(self) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"{name}-supervisor", daemon=True)
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._prctl = _prctl()
+        # The thread that starts a child is its parent for PR_SET_PDEATHSIG: this one lives until stop().
+        self._thread = threading.Thread(target=self._run, name="background-worker", daemon=True)
 
     def start(self) -> None:
-        self._spawn()
         self._thread.start()
 
-    def _spawn(self) -> None:
-        self.proc = self.ctx.Process(target=self.target, args=self.args, name=self.name, daemon=False)
-        self.proc.start()
-        print(f"{self.name} started (pid {self.proc.pid})", file=sys.stderr, flush=True)
-
     def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            if self.proc is not None and not self.proc.is_alive():
-                code = self.proc.exitcode
-                print(f"{self.name} (pid {self.proc.pid}) exited with {code}; restarting", file=sys.stderr, flush=True)
-                self.restarts += 1
-                time.sleep(WORKER_RESTART_DELAY_S)
-                if not self._stop.is_set():
-                    self._spawn()
+        while True:
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                proc = subprocess.Popen([sys.executable, "-m", "audit_engine.cli", "worker"],
+                                        preexec_fn=_die_with_parent(self._prctl))
+                self._proc = proc
+            print(f"background worker started (pid {proc.pid})", file=sys.stderr, flush=True)
+            code = proc.wait()
+            if self._stop.is_set():
+                return
+            print(f"background worker (pid {proc.pid}) exited with {code}; restarting", file=sys.stderr, flush=True)
+            self._stop.wait(WORKER_RESTART_DELAY_S)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self.proc is not None and self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(10)
-            if self.proc.is_alive():
-                self.proc.kill()
-
-
-def worker_supervisor(url: str) -> Supervisor:
-    """The supervisor of the background worker (lease expiry, timeouts, webhooks)."""
-    return Supervisor("background worker", _worker_main, (url,))
+        with self._lock:
+            self._stop.set()
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(WORKER_STOP_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._thread.join(1)
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
@@ -149,14 +167,31 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 
 def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, workers: int = 1,
-              reset_demo: bool = False) -> int:
-    """``audit-engine serve``: upgrade the schema, optionally (re)load the demo, serve."""
+              reset_demo: bool = False, worker: bool = True, app_factory: Callable[[], Any] | None = None) -> int:
+    """``audit-engine serve``: upgrade the schema, optionally (re)load the demo, serve.
+
+    ``app_factory`` builds the ASGI app in each API process (default ``api.main.create_app``);
+    tests pass one that calls ``create_app(engine_factory=...)``. With ``workers > 1`` it must be
+    importable by name (a module-level function), as uvicorn's processes are spawned.
+    """
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
 
     from audit_engine.store.db import upgrade_schema
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    if reset_demo and not demo:
+        print("--reset-demo 只能与 --demo 一起使用：audit-engine serve --demo --reset-demo", file=sys.stderr)
+        return 2
+    if workers > 1 and settings.database_url.startswith("sqlite"):
+        # SQLite has one writer: N API processes would only queue for it. One API process (its
+        # threads queue in order on store.db's FairLock) plus the background worker is what is
+        # supported on a SQLite file; more processes need PostgreSQL.
+        print(f"SQLite 只支持一个 API 进程（--workers {workers}）：多进程请用 PostgreSQL"
+              "（AUDIT_DATABASE_URL=postgresql+psycopg://…）。", file=sys.stderr)
+        return 2
     if settings.auth_disabled:
         log.warning("AUDIT_AUTH_DISABLED=1: authentication is OFF (local development only)")
     try:
@@ -165,9 +200,6 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
         print(f"无法升级数据库结构（{settings.database_url}）：{exc}", file=sys.stderr)
         return 1
     feed = None
-    if reset_demo and not demo:
-        print("--reset-demo 只能与 --demo 一起使用：audit-engine serve --demo --reset-demo", file=sys.stderr)
-        return 2
     if demo:
         from audit_engine.demo import DemoFeed, load_demo
         from audit_engine.demo import reset_demo as do_reset
@@ -183,107 +215,37 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
         if summary.get("engine") is not None:
             feed = DemoFeed(settings.database_url, summary["engine"])
             feed.start()
-    if workers > 1 and settings.database_url.startswith("sqlite") and ":memory:" in settings.database_url:
-        print("内存中的 SQLite 不能跨进程共享：按 1 个进程启动。", file=sys.stderr)
-        workers = 1
+    if app_factory is None:
+        from api.main import create_app
+
+        app_factory = create_app
+    config = _uvicorn_config(app_factory, host=host, port=port, workers=workers)
     # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default handler
     # that kills this process before the clean-up below runs and orphans the background
-    # worker. As SystemExit, it unwinds through ``finally`` instead.
+    # worker. As SystemExit, it unwinds through ``finally`` instead. (uvicorn's supervisor
+    # installs handlers of its own and returns.)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    supervisor = worker_supervisor(settings.database_url)
-    supervisor.start()
-    log_level = os.environ.get("AUDIT_LOG_LEVEL", "info")
+    background = BackgroundWorker() if worker else None
+    if background is not None:
+        background.start()
     try:
         if workers > 1:
-            return _run_processes(host, port, workers, log_level)
-        from api.connection_guard import uvicorn_options
-
-        uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_level=log_level,
-                    access_log=False, **uvicorn_options(settings))
+            try:
+                sock = config.bind_socket()
+            except SystemExit:  # uvicorn has logged why (address in use, …)
+                return 1
+            supervisor = Multiprocess(config, sockets=[sock])
+            supervisor.run()
+            if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+                return 1  # uvicorn stopped: an API process could not start, and would not on a restart
+        else:
+            server = uvicorn.Server(config)
+            server.run()
+            if not server.started:
+                return 1
     finally:
-        supervisor.stop()
+        if background is not None:
+            background.stop()
         if feed is not None:
             feed.stop()
-    return 0
-
-
-def _run_processes(host: str, port: int, workers: int, log_level: str) -> int:
-    """N API processes, each with its own socket on host:port (see ``_listening_socket``),
-    each restarted by its supervisor if it dies; returns on SIGTERM or SIGINT."""
-    try:  # fail here, once, rather than in every process's restart loop
-        _listening_socket(host, port).close()
-    except OSError as exc:
-        print(f"无法监听 {host}:{port}：{exc}", file=sys.stderr)
-        return 1
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    supervisors = [Supervisor("API process", _api_main, (host, port, log_level)) for _ in range(workers)]
-    for sup in supervisors:
-        sup.start()
-    print(f"serving on http://{host}:{port} with {workers} processes", file=sys.stderr, flush=True)
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        for sup in supervisors:
-            sup.stop()
-    return 0
-
-
-def cmd_institution_add(code: str, name: str, *, level: str) -> int:
-    """``audit-engine institution add``: register an institution, print its API key once.
-
-    The first 县级医院 registered becomes the review centre (牵头医院); later institutions join it.
-    """
-    from audit_engine import administration
-    from audit_engine.errors import ServiceError
-    from audit_engine.store.db import make_engine, session_scope, upgrade_schema
-
-    url = get_settings().database_url
-    upgrade_schema(url)
-    db = make_engine(url)
-    try:
-        with session_scope(db) as s:
-            inst, key = administration.register_institution(s, code=code, name=name, level=level)
-            centre = inst.is_centre
-    except ServiceError as err:
-        print(f"错误：{err.message}（{err.location}）", file=sys.stderr)
-        return 1
-    finally:
-        db.dispose()
-    role = "（审方中心/牵头医院）" if centre else ""
-    print(f"已登记机构 {code} {name}（{level}）{role}")
-    print(f"API 密钥（只显示这一次，请妥善保存）：{key}")
-    return 0
-
-
-def cmd_user_add(username: str, *, role: str, institution: str | None = None) -> int:
-    """``audit-engine user add``: create a user; the password comes from standard input."""
-    from audit_engine import auth
-    from audit_engine.errors import ServiceError
-    from audit_engine.store.db import make_engine, session_scope, upgrade_schema
-
-    if sys.stdin.isatty():
-        password = getpass.getpass("密码：")
-        if getpass.getpass("再次输入密码：") != password:
-            print("两次输入的密码不一致", file=sys.stderr)
-            return 1
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
-    if len(password) < 8:
-        print("密码至少 8 个字符", file=sys.stderr)
-        return 1
-    url = get_settings().database_url
-    upgrade_schema(url)
-    db = make_engine(url)
-    try:
-        with session_scope(db) as s:
-            auth.create_user(s, username=username, password=password, role=role, institution_code=institution)
-    except ServiceError as err:
-        print(f"错误：{err.message}（{err.location}）", file=sys.stderr)
-        return 1
-    finally:
-        db.dispose()
-    print(f"已创建用户 {username}（{role}{'，' + institution if institution else ''}）")
     return 0

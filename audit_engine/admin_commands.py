@@ -1,8 +1,9 @@
-"""Administration from the command line: ``audit-engine policy show|set``.
+"""Administration from the command line: ``audit-engine institution add``, ``user add`` and
+``policy show|set``, against the database named by ``AUDIT_DATABASE_URL`` (its schema is
+upgraded first).
 
-The same use case as ``PATCH /api/v1/institutions/{code}/policy`` (``administration``), against
-the database named by ``AUDIT_DATABASE_URL``; the change is audited with the operating-system
-user as the actor.
+``policy set`` is the same use case as ``PATCH /api/v1/institutions/{code}/policy``
+(``administration``); the change is audited with the operating-system user as the actor.
 """
 
 from __future__ import annotations
@@ -66,4 +67,60 @@ def cmd_policy(args: argparse.Namespace, database_url: str) -> int:
     finally:
         db.dispose()
     print(json.dumps(policy.snapshot(), ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_institution_add(code: str, name: str, *, level: str, database_url: str) -> int:
+    """``audit-engine institution add``: register an institution, print its API key once.
+
+    The first 县级医院 registered becomes the review centre (牵头医院); later institutions join it.
+    """
+    from audit_engine import administration
+    from audit_engine.errors import ServiceError
+    from audit_engine.store.db import make_engine, session_scope, upgrade_schema
+
+    upgrade_schema(database_url)
+    db = make_engine(database_url)
+    try:
+        with session_scope(db) as s:
+            inst, key = administration.register_institution(s, code=code, name=name, level=level)
+            centre = inst.is_centre
+    except ServiceError as err:
+        print(f"错误：{err.message}（{err.location}）", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    role = "（审方中心/牵头医院）" if centre else ""
+    print(f"已登记机构 {code} {name}（{level}）{role}")
+    print(f"API 密钥（只显示这一次，请妥善保存）：{key}")
+    return 0
+
+
+def cmd_user_add(username: str, *, role: str, institution: str | None = None, database_url: str) -> int:
+    """``audit-engine user add``: create a user; the password comes from standard input."""
+    from audit_engine import auth
+    from audit_engine.errors import ServiceError
+    from audit_engine.store.db import make_engine, session_scope, upgrade_schema
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("密码：")
+        if getpass.getpass("再次输入密码：") != password:
+            print("两次输入的密码不一致", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        print("密码至少 8 个字符", file=sys.stderr)
+        return 1
+    upgrade_schema(database_url)
+    db = make_engine(database_url)
+    try:
+        with session_scope(db) as s:
+            auth.create_user(s, username=username, password=password, role=role, institution_code=institution)
+    except ServiceError as err:
+        print(f"错误：{err.message}（{err.location}）", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    print(f"已创建用户 {username}（{role}{'，' + institution if institution else ''}）")
     return 0

@@ -22,7 +22,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--demo", action="store_true", help="load demo institutions, users and prescriptions")
     s.add_argument("--reset-demo", action="store_true",
                    help="with --demo: empty a demo database and create the demo afresh (new keys and passwords)")
-    s.add_argument("--workers", type=int, default=1, help="API processes (PostgreSQL or a SQLite file)")
+    s.add_argument("--workers", type=int, default=1,
+                   help="API processes under uvicorn's supervisor (more than 1 needs PostgreSQL)")
+    s.add_argument("--no-worker", dest="worker", action="store_false",
+                   help="do not run the background worker beside the API (run `audit-engine worker` yourself)")
 
     sub.add_parser("worker", help="run the background worker (leases, timeouts, webhooks) until SIGTERM")
 
@@ -127,21 +130,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         from audit_engine import brief_cli
 
         return brief_cli.cmd_to_fhir(args.file, date_text=args.date, identifier=args.identifier)
-    if args.command == "policy":
-        from api.config import get_settings
-        from audit_engine.admin_commands import cmd_policy
+    if args.command in ("policy", "institution", "user"):
+        from audit_engine import admin_commands
+        from audit_engine.store.db import database_url
 
-        return cmd_policy(args, get_settings().database_url)
-    from api import server
+        if args.command == "policy":
+            return admin_commands.cmd_policy(args, database_url())
+        if args.command == "institution":
+            return admin_commands.cmd_institution_add(args.code, args.name, level=args.level,
+                                                      database_url=database_url())
+        return admin_commands.cmd_user_add(args.username, role=args.role, institution=args.institution,
+                                           database_url=database_url())
+    from api import server  # the web stack: only the service's own processes need it
 
     if args.command == "serve":
         return server.cmd_serve(host=args.host, port=args.port, demo=args.demo, workers=args.workers,
-                                reset_demo=args.reset_demo)
-    if args.command == "worker":
-        return server.cmd_worker()
-    if args.command == "institution":
-        return server.cmd_institution_add(args.code, args.name, level=args.level)
-    return server.cmd_user_add(args.username, role=args.role, institution=args.institution)
+                                reset_demo=args.reset_demo, worker=args.worker)
+    assert args.command == "worker", args.command
+    return server.cmd_worker()
 
 
 if __name__ == "__main__":

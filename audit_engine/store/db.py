@@ -4,15 +4,15 @@ SQLite is the embedded default (a file under ``./data/``); PostgreSQL is chosen 
 ``AUDIT_DATABASE_URL``. On SQLite every transaction starts with ``BEGIN IMMEDIATE``: it
 takes the single write lock up front, so a transaction that reads and then writes (the
 audit chain, idempotency checks, queue claims) can never fail halfway with a stale
-snapshot, and ``busy_timeout`` makes competitors wait instead of erroring. Writers queue
-for it in order: threads on a Python lock, processes (``serve --workers N``) on an flock of
-``<database>-writer.lock`` (see ``_configure_sqlite``).
+snapshot, and ``busy_timeout`` makes competitors wait instead of erroring. The threads of
+one engine queue for it in order on a Python lock (see ``_configure_sqlite``). On SQLite the
+service runs one API process; the background worker, the demo feed and administration
+commands are the other writers, and SQLite's busy handler makes them take turns.
 """
 
 from __future__ import annotations
 
 import collections
-import fcntl
 import os
 import threading
 import time
@@ -126,16 +126,6 @@ def _switch_to_wal(cur: Any) -> None:
             time.sleep(0.02)
 
 
-def _process_lock(engine: sa.Engine) -> int | None:
-    """An open descriptor of ``<database>-writer.lock``, closed with the engine (None in memory)."""
-    database = engine.url.database
-    if database is None or database in ("", ":memory:") or database.startswith("file:"):
-        return None
-    fd = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    weakref.finalize(engine, os.close, fd)
-    return fd
-
-
 def _configure_sqlite(engine: sa.Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -149,28 +139,26 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
-    # Writers queue for the write lock in order instead of in SQLite's busy handler, which
-    # sleeps 1, 2, 5 … 100 ms between tries and turns a few concurrent writers into a p99 of
-    # hundreds of milliseconds: the threads of this engine on a Python lock, then the holder
-    # of that lock against every other process (and engine) on an flock of a file beside the
-    # database, which the kernel hands on at once and drops if its holder dies. SQLite's own
-    # lock and busy_timeout still stand behind both. Released after COMMIT/ROLLBACK.
-    # The flock wait has no timeout (Linux has none without polling, and polling would
-    # reopen the gaps this closes): a process that hangs, alive, inside a write transaction
-    # stalls the other processes' writers, where before they failed after busy_timeout.
-    # Either way the hung process holds SQLite's write lock and must be restarted.
+    # The threads of this engine queue for the write lock in order, on a Python lock, instead of
+    # in SQLite's busy handler, which sleeps 1, 2, 5 … 100 ms between tries and turns a few
+    # concurrent writers into a p99 of hundreds of milliseconds. Released after COMMIT/ROLLBACK.
+    # Other processes (the background worker, a CLI command) still meet SQLite's own lock and
+    # busy_timeout. They once also queued on an flock of ``<database>-writer.lock`` (for
+    # ``serve --workers N`` on SQLite). With one API process beside the worker it bought nothing
+    # measurable, so it was dropped: 4 writer threads against a worker's 4 write transactions
+    # every 0.2 s gave p50 1.4 ms and p99 16-30 ms either way; 6 HTTP clients posting reviews
+    # while the worker fired about 500 timeouts gave p99 440-660 ms with it and 530-580 ms
+    # without, no "database is locked" either way (a loaded shared 2-core machine). Several
+    # API processes on one SQLite file are not supported any more (``api.server.cmd_serve``).
     writer = FairLock()
     holders: set[int] = set()
     WRITE_LOCKS[engine] = writer
-    across = _process_lock(engine)
 
     def _release(connection: Any) -> None:
         # SQLAlchemy hands over either the DBAPI connection or the pool's proxy of it.
         key = id(getattr(connection, "dbapi_connection", None) or connection)
         if key in holders:
             holders.discard(key)
-            if across is not None:
-                fcntl.flock(across, fcntl.LOCK_UN)
             writer.release()
 
     @event.listens_for(engine, "begin")
@@ -183,8 +171,6 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         # A thread that already writes on another connection would wait for itself: after the
         # busy timeout it goes on without the Python lock, and SQLite decides as before.
         if writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
-            if across is not None:
-                fcntl.flock(across, fcntl.LOCK_EX)  # blocks without the GIL until no other process writes
             holders.add(id(dbapi_conn))
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -63,25 +63,20 @@ def test_auth_disabled_acts_as_the_lead_hospital_with_every_role_and_warns(open_
 def test_institution_and_user_commands_print_the_key_once_and_read_the_password(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from api import server
-    from api.config import get_settings
+    from audit_engine.admin_commands import cmd_institution_add, cmd_user_add
     from audit_engine.store.db import make_engine
     from audit_engine.store.models import User
 
-    monkeypatch.setenv("AUDIT_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.sqlite'}")
-    get_settings.cache_clear()
-    try:
-        assert server.cmd_institution_add("LEAD001", "县人民医院", level="县级医院") == 0
-        key = re.search(r"(ak_\S+)", capsys.readouterr().out)
-        assert key
-        assert server.cmd_institution_add("X1", "某卫生院", level="乡镇医院") == 1
-        assert "乡镇卫生院" in capsys.readouterr().err  # did you mean
-        monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret-pass\n"))
-        assert server.cmd_user_add("yaoshi", role="pharmacist", institution="LEAD001") == 0
-        monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
-        assert server.cmd_user_add("weak", role="pharmacist", institution="LEAD001") == 1
-    finally:
-        get_settings.cache_clear()
+    url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    assert cmd_institution_add("LEAD001", "县人民医院", level="县级医院", database_url=url) == 0
+    key = re.search(r"(ak_\S+)", capsys.readouterr().out)
+    assert key
+    assert cmd_institution_add("X1", "某卫生院", level="乡镇医院", database_url=url) == 1
+    assert "乡镇卫生院" in capsys.readouterr().err  # did you mean
+    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret-pass\n"))
+    assert cmd_user_add("yaoshi", role="pharmacist", institution="LEAD001", database_url=url) == 0
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    assert cmd_user_add("weak", role="pharmacist", institution="LEAD001", database_url=url) == 1
     import sqlalchemy as sa
 
     db = make_engine(f"sqlite:///{tmp_path / 'cli.sqlite'}")

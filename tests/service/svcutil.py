@@ -1,4 +1,8 @@
-"""Helpers for service tests: a real ``audit-engine serve`` process on a fresh database."""
+"""Helpers for service tests: a real ``audit-engine serve`` process on a fresh database.
+
+By default the server is ``fake_serve.py``: ``serve`` with the stand-in engine injected through
+``create_app(engine_factory=...)``; ``Server(..., fake=False)`` runs ``audit-engine serve`` itself.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,6 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent / "api"))
 
 
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -31,10 +34,9 @@ def service_env(url: str, tmp: Path) -> dict[str, str]:
     env.update({
         "AUDIT_DATABASE_URL": url,
         "AUDIT_RULEBASE_STORE": str(tmp / "rulebases"),
-        # The HTTP service is under test here, not the rules: use the stand-in engine.
-        "AUDIT_ENGINE_FACTORY": "fake_engine:fake_factory",
         "AUDIT_WORKER_INTERVAL": "0.2",
-        "PYTHONPATH": os.pathsep.join([str(HERE.parent / "api"), str(ROOT), env.get("PYTHONPATH", "")]),
+        # fake_serve.py and the stand-in engine, importable by uvicorn's API processes too
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "api"), str(ROOT), env.get("PYTHONPATH", "")]),
     })
     env.pop("AUDIT_AUTH_DISABLED", None)
     return env
@@ -53,6 +55,8 @@ class Server:
     port: int
     log: Path
     workers: int = 1
+    fake: bool = True  # the stand-in engine (fake_serve.py); False: the real rules network
+    worker: bool = True  # False: serve --no-worker
     proc: subprocess.Popen[bytes] | None = None
     starts: int = field(default=0)
 
@@ -63,9 +67,11 @@ class Server:
     def start(self, timeout: float = 60) -> None:
         self.starts += 1
         out = self.log.open("ab")
+        command = [sys.executable, str(HERE / "fake_serve.py")] if self.fake else \
+            [sys.executable, "-m", "audit_engine.cli", "serve"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "audit_engine.cli", "serve", "--port", str(self.port),
-             "--workers", str(self.workers)],
+            [*command, "--port", str(self.port), "--workers", str(self.workers),
+             *([] if self.worker else ["--no-worker"])],
             env=self.env, cwd=ROOT, stdout=out, stderr=out, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -93,8 +99,14 @@ class Server:
                 self.kill()
 
     def worker_pids(self) -> list[int]:
+        """The background workers ``serve`` started, in order."""
         text = self.log.read_text(errors="replace")
         return [int(p) for p in re.findall(r"background worker started \(pid (\d+)\)", text)]
+
+    def api_pids(self) -> list[int]:
+        """The API processes uvicorn's supervisor started (``--workers N``), in order."""
+        text = self.log.read_text(errors="replace")
+        return [int(p) for p in re.findall(r"Started server process \[(\d+)\]", text)]
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The real ``audit-engine serve`` applies the connection limits from the environment, with
-one API process and with several, and its background worker verifies the audit chain."""
+one API process (SQLite) and with several under uvicorn's supervisor (PostgreSQL), and its
+background worker verifies the audit chain."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from svcutil import Deployment, Server, deploy, free_port
 
 
 @pytest.fixture
-def sqlite_deployment(tmp_path: Path) -> Iterator[Deployment]:
-    for url in fresh_database("sqlite", tmp_path):
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
+    for url in fresh_database(request.param, tmp_path):
         yield deploy(url, tmp_path)
 
 
@@ -27,10 +28,13 @@ def read_until_closed(sock: socket.socket) -> bytes:
     return out
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("deployment", "workers"), [
+    pytest.param("sqlite", 1, id="sqlite-1"),
+    pytest.param("postgresql", 2, id="postgresql-2", marks=pytest.mark.postgres),
+], indirect=["deployment"])
 def test_serve_disconnects_idle_and_slow_header_clients_after_the_configured_limits(
-        sqlite_deployment: Deployment, workers: int) -> None:
-    d = sqlite_deployment
+        deployment: Deployment, workers: int) -> None:
+    d = deployment
     env = d.env | {"AUDIT_HEADER_TIMEOUT_SECONDS": "1", "AUDIT_KEEP_ALIVE_SECONDS": "1",
                    "AUDIT_CHAIN_CHECK_SECONDS": "0.2"}
     server = Server(env, free_port(), d.tmp / f"serve-{workers}.log", workers=workers)

@@ -68,7 +68,6 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 def _serve(url: str, tmp_path: Path) -> Any:
     env = service_env(url, tmp_path)
-    env.pop("AUDIT_ENGINE_FACTORY")  # the real rules network: this test is about the rules
     env["AUDIT_RULEBASE"] = str(ROOT / "rulebase")
     env["AUDIT_RULEBASE_POLL_SECONDS"] = "0.5"
     for k in ("AUDIT_ADMIN_USER", "AUDIT_ADMIN_PASSWORD"):
@@ -78,7 +77,8 @@ def _serve(url: str, tmp_path: Path) -> Any:
     assert key, out
     run(env, "user", "add", "zhuren", "--role", "admin", stdin="pw-zhuren-123\n")
     run(env, "user", "add", "yaoshi", "--role", "pharmacist", "--institution", "LEAD001", stdin="pw-yaoshi-123\n")
-    server = Server(env, free_port(), tmp_path / "server.log")
+    # the real rules network (audit-engine serve itself): this test is about the rules
+    server = Server(env, free_port(), tmp_path / "server.log", fake=False)
     server.start(timeout=180)
     try:
         yield server, env, key.group(1), url

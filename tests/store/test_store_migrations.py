@@ -186,64 +186,6 @@ def test_the_fair_lock_serves_waiters_in_arrival_order() -> None:
     assert order == [0, 1, 2, 3] and not lock.locked()
 
 
-def test_sqlite_writers_of_other_processes_queue_on_the_lock_file_which_a_killed_holder_releases(tmp_path) -> None:
-    """`serve --workers N` on a SQLite file: another process's writer holds ``<db>-writer.lock``
-    for exactly its write transaction, ours waits for it there (not in SQLite's sleeping busy
-    handler), and a holder that dies (SIGKILL) releases it at once."""
-    import fcntl
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    url = f"sqlite:///{tmp_path}/w.sqlite"
-    upgrade_schema(url)
-    holder = (
-        "import sys, sqlalchemy as sa\n"
-        "from audit_engine.store.db import make_engine\n"
-        f"eng = make_engine({url!r})\n"
-        "with eng.begin() as c:\n"
-        "    c.execute(sa.text('UPDATE audit_head SET last_seq = last_seq'))\n"
-        "    print('holding', flush=True)\n"
-        "    sys.stdin.readline()\n"
-    )
-    lock_file = f"{tmp_path}/w.sqlite-writer.lock"
-
-    def held_elsewhere() -> bool:
-        fd = os.open(lock_file, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
-
-    eng = make_engine(url)
-    try:
-        for ending in ("commit", "sigkill"):
-            proc = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    text=True)
-            assert proc.stdout is not None and proc.stdin is not None
-            assert proc.stdout.readline().strip() == "holding"
-            assert held_elsewhere()
-            if ending == "commit":
-                proc.stdin.write("\n")
-                proc.stdin.flush()
-            else:
-                os.kill(proc.pid, signal.SIGKILL)
-            t = time.monotonic()
-            with eng.begin() as conn:  # waits on the lock file until the other writer is gone
-                conn.execute(sa.text("UPDATE audit_head SET last_seq = last_seq"))
-            waited = time.monotonic() - t
-            proc.wait(30)
-            assert waited < 5, f"{ending}: waited {waited:.1f} s for the writer lock"
-            assert not held_elsewhere()
-    finally:
-        eng.dispose()
-
-
 def test_0002_upgrades_a_populated_0001_database_keeping_every_row(db_url: str) -> None:
     """Rows written under 0001 survive 0002: legacy content hashes, the task still pending, the
     policy given the safe default, the issued CDS cards backfilled, duplicate feedback merged,
