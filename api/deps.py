@@ -10,10 +10,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.config import Settings
 from api.errors import ApiError
 from api.runtime import Runtime
 from audit_engine.auth import Operation, Principal, authorize
+from audit_engine.settings import Settings
 from audit_engine.store.db import read_scope
 
 log = logging.getLogger("api")

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from api import rulebases
-from api.config import Settings
 from audit_engine.errors import AuditEngineError
+from audit_engine.settings import Settings
 
 
 def dry_run(session: Session, *, row: Any, principal: Any, settings: Settings, limit: int = 200) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from api.config import Settings
 from audit_engine.errors import Diagnostic, InputIssue, IntakeError, RulebaseError
+from audit_engine.settings import Settings
 
 ALLOWED_SUFFIXES = (".rules", ".csv", ".md", ".txt")
 MAX_FILES = 2000

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from api.config import Settings
+from audit_engine.settings import Settings
 
 if TYPE_CHECKING:
     import sqlalchemy as sa

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from api.config import get_settings
+from audit_engine.settings import get_settings
 
 log = logging.getLogger("api.server")
 
@@ -59,8 +59,9 @@ def cmd_worker(url: str | None = None, stop: threading.Event | None = None) -> i
         stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    interval = float(os.environ.get("AUDIT_WORKER_INTERVAL", "1.0"))
-    run_worker(url or get_settings().database_url, stop, interval_s=interval)
+    settings = get_settings()
+    run_worker(url or settings.database_url, stop, interval_s=settings.worker_interval,
+               chain_check_s=settings.chain_check_seconds)
     return 0
 
 
@@ -192,7 +193,7 @@ def cmd_serve(*, host: str = "127.0.0.1", port: int = 8000, demo: bool = False, 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     supervisor = worker_supervisor(settings.database_url)
     supervisor.start()
-    log_level = os.environ.get("AUDIT_LOG_LEVEL", "info")
+    log_level = settings.log_level
     try:
         if workers > 1:
             return _run_processes(host, port, workers, log_level)

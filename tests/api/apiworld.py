@@ -14,8 +14,8 @@ from typing import Any
 from fake_engine import FakeEngine
 from fastapi.testclient import TestClient
 
-from api.config import Settings
 from api.main import create_app
+from audit_engine.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures" / "fhir"

@@ -14,8 +14,8 @@ from apiworld import World, load_fixture
 from dbutil import fresh_database
 from fastapi.testclient import TestClient
 
-from api.config import Settings
 from api.main import create_app
+from audit_engine.settings import Settings
 
 
 def test_openapi_documents_every_contract_endpoint_with_examples(world: World) -> None:
@@ -64,7 +64,7 @@ def test_institution_and_user_commands_print_the_key_once_and_read_the_password(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from api import server
-    from api.config import get_settings
+    from audit_engine.settings import get_settings
     from audit_engine.store.db import make_engine
     from audit_engine.store.models import User
 

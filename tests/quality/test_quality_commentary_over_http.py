@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from population import PATIENT_ID_CARD, PATIENT_NAME, PATIENT_PHONE, add_prescriptions
 
-from api.config import Settings
 from api.main import create_app
 from audit_engine import auth
+from audit_engine.settings import Settings
 from audit_engine.store.db import session_scope
 from audit_engine.store.testing import World
 

@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 from scenario import run_scenario
 
-from api.config import Settings
 from api.main import create_app
 from audit_engine import auth
+from audit_engine.settings import Settings
 from audit_engine.stats.definitions import SLICE_CODES
 from audit_engine.store.db import session_scope
 from audit_engine.store.testing import World
