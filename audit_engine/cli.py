@@ -91,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from audit_engine.settings import ConfigurationError, get_settings
 
     args = _parser().parse_args(argv)
+    get_settings.cache_clear()  # the command starts here: read the environment as it is now
     try:
         settings = get_settings()  # validated before any command runs: a bad value names its variable
     except ConfigurationError as err:

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+import store_support as testing
 
 from audit_engine.settings import get_settings
-from audit_engine.store import testing
 from audit_engine.store.db import make_engine, upgrade_schema
 
 

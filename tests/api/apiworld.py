@@ -46,8 +46,9 @@ def seed(url: str) -> tuple[str, str, str]:
     """LEAD001 (the centre) with members TOWN01 and VIL01; a pharmacist and a quality manager
     of the centre, an alliance-wide admin, a pharmacist of VIL01; his.example.cn is on
     TOWN01's webhook allowlist."""
+    import store_support as testing
+
     from audit_engine import auth
-    from audit_engine.store import testing
     from audit_engine.store.db import make_engine, session_scope
 
     db = make_engine(url)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from store_support import World
 
 from api import rulebases
 from api.demo import _for_institution, demo_prescriptions
@@ -29,7 +30,6 @@ from audit_engine.store.models import (
 from audit_engine.store.quality_models import ReplayJob
 from audit_engine.store.reviews import submit_review
 from audit_engine.store.stats_models import ReviewStat, ReviewStatItem, ReviewStatRule
-from audit_engine.store.testing import World
 
 REAL_TABLES = (Prescription, Review, FindingRow, Task, Feedback, ReviewStat, ReviewStatItem, ReviewStatRule)
 

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from population import add_prescriptions
+from store_support import World
 
 from api import rulebases
 from api.main import create_app
@@ -24,7 +25,6 @@ from audit_engine.settings import Settings
 from audit_engine.stats.periods import local_date
 from audit_engine.store.db import session_scope, utcnow
 from audit_engine.store.models import RulebaseVersion
-from audit_engine.store.testing import World
 
 
 class StubEngine:

@@ -107,8 +107,7 @@ def test_a_read_scope_does_not_wait_for_a_writer_on_sqlite(tmp_path) -> None:
 
 def test_the_database_refuses_a_task_status_outside_the_state_machine(engine: sa.Engine) -> None:
     import pytest
-
-    from audit_engine.store.testing import FakePipeline, build_world, medication_bundle
+    from store_support import FakePipeline, build_world, medication_bundle
 
     world = build_world(engine)
     from audit_engine.store import reviews

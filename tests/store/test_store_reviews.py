@@ -7,6 +7,7 @@ from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
+from store_support import FakePipeline, World, medication_bundle
 
 from audit_engine import audit_log
 from audit_engine.errors import InputIssue, IntakeError
@@ -22,7 +23,6 @@ from audit_engine.store.models import (
     ReviewAccess,
     Task,
 )
-from audit_engine.store.testing import FakePipeline, World, medication_bundle
 
 
 def submit(engine: sa.Engine, principal: object, payload: dict, pipeline: FakePipeline, **kw: object):

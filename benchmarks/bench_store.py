@@ -1,7 +1,7 @@
 """Store-only benchmark: what one review costs the database layer, without HTTP or rules.
 
-    python -m audit_engine.store.bench --db sqlite --n 1000
-    python -m audit_engine.store.bench --db postgresql --n 1000 --threads 8
+    python benchmarks/bench_store.py --db sqlite --n 1000
+    python benchmarks/bench_store.py --db postgresql --n 1000 --threads 8
 
 Prints reviews/s and latency percentiles for ``submit_review`` (a fake pipeline, so only the
 store is measured), then claims/s for claim + decide, on a fresh throw-away database.
@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from contextlib import AbstractContextManager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # store_support: throw-away databases
+
+import store_support as testing
 
 from audit_engine import audit_log, queue
-from audit_engine.store import reviews, testing
+from audit_engine.store import reviews
 from audit_engine.store.db import make_engine, session_scope, upgrade_schema
 
 
