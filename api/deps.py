@@ -35,6 +35,7 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 async def settings_dep(request: Request) -> Settings:
+    """The settings this app was built with (``create_app``'s, validated at start)."""
     return runtime_of(request).settings
 
 

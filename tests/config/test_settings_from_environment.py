@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from api.deps import SettingsDep
 from audit_engine import auth
 from audit_engine.cli import main
 from audit_engine.settings import ConfigurationError, Settings, get_settings, known_variables, load_settings
@@ -110,10 +112,9 @@ def test_an_unknown_audit_variable_is_a_warning_with_the_closest_name(
 
 
 def test_the_variables_the_contract_and_readme_document_are_all_known() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    import re
-
-    documented = set(re.findall(r"`(AUDIT_[A-Z_]+)", readme))
+    rows = [line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines() if line.startswith("| `AUDIT_")]
+    documented = {name for row in rows for name in re.findall(r"`(AUDIT_[A-Z_]+)", row.split("|")[1])}
+    assert len(documented) > 25
     assert documented <= known_variables(), documented - known_variables()
     assert {"AUDIT_DATABASE_URL", "AUDIT_RULEBASE", "AUDIT_AUTH_DISABLED"} <= known_variables()
 
@@ -135,3 +136,17 @@ def test_settings_are_frozen() -> None:
 def test_tokens_live_twelve_hours_and_no_setting_says_otherwise() -> None:
     assert auth.TOKEN_TTL.total_seconds() == 12 * 3600
     assert not any("ttl" in name for name in Settings.model_fields)
+
+
+def test_routes_get_the_apps_settings_as_a_dependency(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.sqlite'}", max_orders=7))
+
+    @app.get("/_settings_probe")
+    async def probe(settings: SettingsDep) -> dict[str, int]:
+        return {"max_orders": settings.max_orders}
+
+    assert TestClient(app).get("/_settings_probe").json() == {"max_orders": 7}
