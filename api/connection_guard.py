@@ -31,7 +31,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from api.config import Settings
+from audit_engine.settings import Settings
 
 log = logging.getLogger("api.connections")
 

@@ -10,10 +10,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.config import Settings
 from api.errors import ApiError
 from api.runtime import Runtime
 from audit_engine.auth import Operation, Principal, authorize
+from audit_engine.settings import Settings
 from audit_engine.store.db import read_scope
 from audit_engine.unit_of_work import UnitOfWork
 
@@ -36,6 +36,7 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 async def settings_dep(request: Request) -> Settings:
+    """The settings this app was built with (``create_app``'s, validated at start)."""
     return runtime_of(request).settings
 
 

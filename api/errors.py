@@ -67,13 +67,10 @@ def outcome_response(status: int, issues: list[InputIssue], headers: dict[str, s
 
 
 def intake_error_outcome(err: IntakeError) -> dict[str, Any]:
-    """H4's OperationOutcome for an intake error, or ours if that module is missing."""
-    try:
-        from audit_engine.intake.outcome import operation_outcome as intake_outcome
+    """The intake's OperationOutcome for an intake error."""
+    from audit_engine.intake.outcome import operation_outcome as intake_outcome
 
-        return intake_outcome(err)
-    except ImportError:
-        return operation_outcome(err.issues)
+    return intake_outcome(err)
 
 
 def _loc_to_path(loc: tuple[Any, ...] | list[Any]) -> str | None:
@@ -166,27 +163,6 @@ async def read_json_raw(request: Request, *, max_bytes: int) -> tuple[dict[str, 
     if request.scope.get(BODY_TOO_LARGE) or len(raw) > max_bytes:
         raise IntakeError([InputIssue("too-costly", f"请求体超过 {max_bytes} 字节上限")], status=413)
     return load_json(raw), raw
-
-
-def parse_json_body(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
-    """Decode a JSON object body, or raise IntakeError naming what is wrong (400 / 413)."""
-    if len(raw) > max_bytes:
-        raise IntakeError([InputIssue("too-costly", f"请求体超过 {max_bytes} 字节上限")], status=413)
-    if not raw.strip():
-        raise IntakeError([InputIssue("required", "请求体为空，需要 JSON 对象")], status=400)
-    try:
-        doc = json.loads(raw)
-    except UnicodeDecodeError:
-        raise IntakeError([InputIssue("invalid", "请求体不是 UTF-8 编码的 JSON")], status=400) from None
-    except json.JSONDecodeError as exc:
-        raise IntakeError(
-            [InputIssue("invalid", f"JSON 语法错误：第 {exc.lineno} 行第 {exc.colno} 列：{exc.msg}")], status=400
-        ) from None
-    except RecursionError:
-        raise IntakeError([InputIssue("too-costly", "JSON 嵌套过深")], status=413) from None
-    if not isinstance(doc, dict):
-        raise IntakeError([InputIssue("structure", "请求体必须是 JSON 对象", expression="$this")], status=400)
-    return doc
 
 
 class BodyLimitMiddleware:

@@ -16,11 +16,11 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from api.config import Settings, get_settings
 from api.errors import BodyLimitMiddleware, install_error_handlers
 from api.openapi import install_openapi
 from api.runtime import Runtime
 from api.throttle import BadCredentialsMiddleware, throttle_for
+from audit_engine.settings import Settings, get_settings
 
 log = logging.getLogger("api")
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from api.config import Settings
+from audit_engine.settings import Settings
 
 if TYPE_CHECKING:
     import sqlalchemy as sa

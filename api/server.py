@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from api.config import get_settings
+from audit_engine.settings import get_settings
 
 log = logging.getLogger("api.server")
 
@@ -53,8 +53,9 @@ def cmd_worker(url: str | None = None, stop: threading.Event | None = None) -> i
         stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    interval = float(os.environ.get("AUDIT_WORKER_INTERVAL", "1.0"))
-    run_worker(url or get_settings().database_url, stop, interval_s=interval)
+    settings = get_settings()
+    run_worker(url or settings.database_url, stop, interval_s=settings.worker_interval,
+               chain_check_s=settings.chain_check_seconds)
     return 0
 
 
@@ -110,7 +111,7 @@ def _uvicorn_config(app_factory: Callable[[], Any], *, host: str, port: int, wor
     http: Any = functools.partial(_h11_protocol, settings.header_timeout_seconds, settings.body_timeout_seconds)
     return uvicorn.Config(
         functools.partial(_api_process_app, app_factory), factory=True, host=host, port=port, workers=workers,
-        log_level=os.environ.get("AUDIT_LOG_LEVEL", "info"), access_log=False, http=http,
+        log_level=settings.log_level, access_log=False, http=http,
         # uvicorn types it as int but only hands it to loop.call_later: a float works.
         timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,

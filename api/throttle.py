@@ -21,7 +21,7 @@ from limits.strategies import MovingWindowRateLimiter
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from api.config import Settings
+    from audit_engine.settings import Settings
 
 OFF = "off"
 

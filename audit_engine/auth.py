@@ -76,6 +76,8 @@ PERMISSIONS: dict[Operation, frozenset[str]] = {
     "quality.work": frozenset({"quality", "admin"}),
 }
 ROLE_ZH = {HIS_ROLE: "机构HIS", "pharmacist": "药师", "quality": "质控", "admin": "管理员"}
+# A user token's lifetime (one shift and its handover): the only place it is set; /api/v1/auth/token
+# reports it as expires_in.
 TOKEN_TTL = timedelta(hours=12)
 
 _hasher = PasswordHasher()

@@ -171,11 +171,11 @@ class StatusCache:
         return self._status
 
 
-def cmd_verify(url: str | None = None) -> int:
+def cmd_verify(url: str) -> int:
     """``audit-engine audit verify``: 0 and the count when intact; 1 naming the first bad entry."""
-    from audit_engine.store.db import database_url, make_engine
+    from audit_engine.store.db import make_engine
 
-    engine = make_engine(url or database_url())
+    engine = make_engine(url)
     try:
         with Session(engine) as s:
             report = audit_log.verify_chain(s)

@@ -10,6 +10,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from audit_engine.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,8 +91,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from audit_engine.settings import ConfigurationError, get_settings
+
+    args = _parser().parse_args(argv)
+    get_settings.cache_clear()  # the command starts here: read the environment as it is now
     try:
-        return _dispatch(_parser().parse_args(argv))
+        settings = get_settings()  # validated before any command runs: a bad value names its variable
+    except ConfigurationError as err:
+        print(f"audit-engine: {err}", file=sys.stderr)
+        return 2
+    try:
+        return _dispatch(args, settings)
     except BrokenPipeError:
         # The reader went away (``audit-engine check rulebase/ | head``): stop quietly, as
         # Unix tools do, instead of printing a traceback. Point stdout at /dev/null so the
@@ -98,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command in ("check", "test"):
         from audit_engine.lang import commands
 
@@ -106,41 +119,41 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "review":
         from audit_engine import review_cli
 
-        return review_cli.cmd_review(args.file, rulebase=args.rulebase, as_json=args.as_json)
+        return review_cli.cmd_review(args.file, rulebase=args.rulebase or settings.rulebase_path,
+                                     as_json=args.as_json)
     if args.command == "audit":
         from audit_engine import chain_check
 
-        return chain_check.cmd_verify()
+        return chain_check.cmd_verify(settings.database_url)
     if args.command == "webhook-host":
         from audit_engine.webhook_hosts_cli import cmd_webhook_host
 
-        return cmd_webhook_host(args.action, args.code, args.host)
+        return cmd_webhook_host(args.action, args.code, args.host, url=settings.database_url)
     if args.command == "report":
         from audit_engine.stats.report_cli import cmd_report
 
-        return cmd_report(args)
+        return cmd_report(args, settings.database_url)
     if args.command == "rulebase":
         from audit_engine import rulebase_cli
 
         return rulebase_cli.cmd_rulebase(
             args.action, url=args.url, database_url=args.database_url, path=getattr(args, "path", None),
             version=getattr(args, "version", None), label=getattr(args, "label", None),
-            limit=getattr(args, "limit", 200), as_json=args.json)
+            limit=getattr(args, "limit", 200), as_json=args.json, settings=settings)
     if args.command == "brief":
         from audit_engine import brief_cli
 
         return brief_cli.cmd_to_fhir(args.file, date_text=args.date, identifier=args.identifier)
     if args.command in ("policy", "institution", "user"):
         from audit_engine import admin_commands
-        from audit_engine.store.db import database_url
 
         if args.command == "policy":
-            return admin_commands.cmd_policy(args, database_url())
+            return admin_commands.cmd_policy(args, settings.database_url)
         if args.command == "institution":
             return admin_commands.cmd_institution_add(args.code, args.name, level=args.level,
-                                                      database_url=database_url())
+                                                      database_url=settings.database_url)
         return admin_commands.cmd_user_add(args.username, role=args.role, institution=args.institution,
-                                           database_url=database_url())
+                                           database_url=settings.database_url)
     from api import server  # the web stack: only the service's own processes need it
 
     if args.command == "serve":

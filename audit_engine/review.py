@@ -8,7 +8,6 @@ here; that is the institution's policy (``audit_engine.policy``), applied by the
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -72,9 +71,11 @@ class ReviewResult:
 
 
 def default_rulebase_path() -> Path:
-    """``AUDIT_RULEBASE`` if set, else the rulebase shipped with the project."""
-    env = os.environ.get("AUDIT_RULEBASE")
-    return Path(env) if env else SHIPPED_RULEBASE
+    """The setting ``AUDIT_RULEBASE`` if set, else the rulebase shipped with the project."""
+    from audit_engine.settings import get_settings
+
+    configured = get_settings().rulebase_path
+    return Path(configured) if configured else SHIPPED_RULEBASE
 
 
 def load_engine(rulebase_path: str | Path | None = None) -> Engine:

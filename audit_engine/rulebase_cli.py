@@ -8,18 +8,20 @@ Two ways to reach production, with the same checks and audit entries:
   functions the API routes call (``audit_engine.rulebase_lifecycle``), after checking the admin's password against
   the users table; running services pick an activation up within their poll interval.
 
-The user name and password come from ``AUDIT_ADMIN_USER`` / ``AUDIT_ADMIN_PASSWORD``, else are
-asked for on the terminal. Every failure is a message and exit status 1, never a traceback.
+The user name and password come from the settings ``AUDIT_ADMIN_USER`` / ``AUDIT_ADMIN_PASSWORD``,
+else are asked for on the terminal. Every failure is a message and exit status 1, never a traceback.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from audit_engine.settings import Settings
 
 
 class CliError(Exception):
@@ -38,10 +40,10 @@ class Target(Protocol):
     def close(self) -> None: ...
 
 
-def credentials(stdin: TextIO | None = None) -> tuple[str, str]:
+def credentials(settings: Settings, stdin: TextIO | None = None) -> tuple[str, str]:
     """(user, password): from AUDIT_ADMIN_USER / AUDIT_ADMIN_PASSWORD, else asked on the terminal."""
-    user = os.environ.get("AUDIT_ADMIN_USER")
-    password = os.environ.get("AUDIT_ADMIN_PASSWORD")
+    user = settings.admin_user
+    password = settings.admin_password.get_secret_value() if settings.admin_password is not None else None
     stdin = stdin or sys.stdin
     if user and password:
         return user, password
@@ -128,15 +130,14 @@ class HttpTarget:
 class DatabaseTarget:
     """The database itself, through the lifecycle functions the API routes use."""
 
-    def __init__(self, database_url: str, user: str, password: str) -> None:
+    def __init__(self, database_url: str, user: str, password: str, settings: Settings) -> None:
         from sqlalchemy.orm import Session
 
-        from api.config import load_settings
         from audit_engine import auth
         from audit_engine.store.db import make_engine
         from audit_engine.unit_of_work import UnitOfWork
 
-        self.settings = load_settings().model_copy(update={"database_url": database_url})
+        self.settings = settings.model_copy(update={"database_url": database_url})
         self._db = make_engine(database_url)
         self._session = Session(self._db)
         self._uow = UnitOfWork(self._session)
@@ -298,15 +299,16 @@ def run(action: str, *, target: Target, path: str | None = None, version: str | 
 
 def cmd_rulebase(action: str, *, url: str | None, database_url: str | None, path: str | None = None,
                  version: str | None = None, label: str | None = None, limit: int = 200,
-                 as_json: bool = False) -> int:
+                 as_json: bool = False, settings: Settings) -> int:
     """``audit-engine rulebase ACTION``: connect, run, report; 0 done, 1 failed."""
     if bool(url) == bool(database_url):
         print("请指定 --url（运行中的服务）或 --database-url（直接操作数据库）之一", file=sys.stderr)
         return 2
     target: Target | None = None
     try:
-        user, password = credentials()
-        target = HttpTarget(url, user, password) if url else DatabaseTarget(str(database_url), user, password)
+        user, password = credentials(settings)
+        target = (HttpTarget(url, user, password) if url
+                  else DatabaseTarget(str(database_url), user, password, settings))
         return run(action, target=target, path=path, version=version, label=label, limit=limit, as_json=as_json)
     except CliError as err:
         print(f"错误：{err}", file=sys.stderr)

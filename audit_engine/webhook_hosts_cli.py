@@ -21,11 +21,11 @@ def cli_admin() -> Principal:
                      institution_code=None, institution_level=None, is_centre=False)
 
 
-def cmd_webhook_host(action: str, code: str, host: str | None = None, *, url: str | None = None) -> int:
+def cmd_webhook_host(action: str, code: str, host: str | None = None, *, url: str) -> int:
     """Add, remove or list an institution's allowed webhook hosts; 0 on success, 1 on a refusal."""
-    from audit_engine.store.db import database_url, make_engine, session_scope, upgrade_schema
+    from audit_engine.store.db import make_engine, session_scope, upgrade_schema
 
-    db_url = url or database_url()
+    db_url = url
     upgrade_schema(db_url)
     db = make_engine(db_url)
     try:

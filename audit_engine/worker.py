@@ -10,7 +10,6 @@ time. On SQLite the write lock serialises the steps instead.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from audit_engine import audit_log, chain_check, queue, webhooks
+from audit_engine.settings import CHAIN_CHECK_SECONDS, WORKER_INTERVAL
 from audit_engine.store.db import make_engine, session_scope, utcnow
 
 log = logging.getLogger("audit_engine.worker")
@@ -54,20 +54,21 @@ def tick(
 
 
 def run_worker(
-    url: str | sa.Engine | None,
+    url: str | sa.Engine,
     stop_event: threading.Event,
     *,
-    interval_s: float = 1.0,
+    interval_s: float = WORKER_INTERVAL,
     sender: webhooks.Sender | None = None,
-    chain_check_s: float | None = None,
+    chain_check_s: float = CHAIN_CHECK_SECONDS,
 ) -> None:
     """Loop :func:`tick` until ``stop_event`` is set. A failing pass is logged and retried on
     the next one; the loop itself never dies of a database hiccup. Every ``chain_check_s``
-    seconds (``AUDIT_CHAIN_CHECK_SECONDS``, default 10) a pass also verifies the audit chain's
-    tail and a slice of its older entries (``chain_check.ChainMonitor``)."""
+    seconds (the setting ``AUDIT_CHAIN_CHECK_SECONDS``, passed in by ``audit-engine worker``) a
+    pass also verifies the audit chain's tail and a slice of its older entries
+    (``chain_check.ChainMonitor``)."""
     engine = url if isinstance(url, sa.Engine) else make_engine(url)
     send = sender or webhooks.httpx_sender()
-    every = chain_check_s if chain_check_s is not None else float(os.environ.get("AUDIT_CHAIN_CHECK_SECONDS", "10"))
+    every = chain_check_s
     monitor = chain_check.ChainMonitor()
     next_check = time.monotonic()
     from audit_engine.quality.replay import run_replays  # what-if replays: their own thread, long chunks

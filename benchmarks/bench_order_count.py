@@ -43,6 +43,7 @@ FIXTURES = ROOT / "fixtures" / "fhir"
 LARGE_TCM = FIXTURES / "limits" / "tcm_large_decoction_60_herbs.json"
 SIMVA_CLARI = FIXTURES / "flagged" / "interaction_simvastatin_clarithromycin.json"
 COUNTS = (1, 5, 10, 20, 30, 40, 50, 60)
+sys.path.insert(0, str(ROOT / "tests"))  # store_support: the tests' throw-away databases
 
 
 def _orders(bundle: dict[str, Any]) -> list[dict[str, Any]]:
@@ -106,8 +107,9 @@ SHAPES = {"herbs": herbs, "western": western, "copies": copies}
 
 
 def measure(runs: int) -> None:
+    import store_support as testing
+
     from audit_engine.review import load_engine, review_payload
-    from audit_engine.store import testing
     from audit_engine.store.db import make_engine, session_scope, upgrade_schema
     from audit_engine.submission import submit_review
 
@@ -181,8 +183,7 @@ def refused(engine: Any) -> None:
 def health_during_reviews(seconds: float) -> None:
     """GET /health latency on a real server while 60-order reviews run back to back."""
     import httpx
-
-    from audit_engine.store import testing
+    import store_support as testing
 
     with tempfile.TemporaryDirectory() as tmp, testing.temporary_sqlite(tmp) as url:
         env = dict(os.environ, AUDIT_DATABASE_URL=url, AUDIT_RULEBASE_STORE=f"{tmp}/rulebases")

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from contextlib import AbstractContextManager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # store_support: throw-away databases
+
+import store_support as testing
 
 from audit_engine import audit_log, queue, submission
-from audit_engine.store import testing
 from audit_engine.store.db import make_engine, session_scope, upgrade_schema
 
 

@@ -6,9 +6,19 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+import store_support as testing
 
-from audit_engine.store import testing
+from audit_engine.settings import get_settings
 from audit_engine.store.db import make_engine, upgrade_schema
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """Settings are cached per process; a test that sets AUDIT_* variables sees them, and leaves
+    no settings behind for the next test."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -1,7 +1,7 @@
 """Size limits on submitted input: body size, entry count and orders per prescription (413),
 nesting depth and JSON shape (422).
 
-The limits are settings (environment variables, read once): a HIS that sends a whole
+The limits are settings (``audit_engine.settings``, read once): a HIS that sends a whole
 patient history must get a clear answer, never a worker stuck validating megabytes. The
 order limit bounds the review itself: pairwise rules (interactions, duplicates, 十八反) look
 at every ordered pair of orders, so their work grows with the square of the order count.
@@ -10,11 +10,10 @@ at every ordered pair of orders, so their work grows with the square of the orde
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from audit_engine import settings
 from audit_engine.errors import InputIssue, IntakeError
 
 if TYPE_CHECKING:
@@ -23,41 +22,18 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class IntakeLimits:
-    """Limits on one submission; defaults suit one prescription with its patient context."""
+    """Limits on one submission; the defaults are the settings' (``audit_engine.settings``)."""
 
-    max_body_bytes: int = 2 * 1024 * 1024
-    max_entries: int = 2000
-    max_depth: int = 64
-    # Orders (MedicationRequests) under review in one prescription. 处方管理办法 (卫生部令第53号)
-    # 第六条 caps a western / 中成药 prescription at 5 drugs; a 饮片 prescription has no cap,
-    # and a large decoction or 膏方 has 30-50 herbs. 60 leaves room for all of these.
-    max_orders: int = 60
+    max_body_bytes: int = settings.MAX_BODY_BYTES
+    max_entries: int = settings.MAX_ENTRIES
+    max_depth: int = settings.MAX_DEPTH
+    max_orders: int = settings.MAX_ORDERS
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a positive integer, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {raw!r}")
-    return value
-
-
-@lru_cache(maxsize=1)
 def get_limits() -> IntakeLimits:
-    """The limits in force: ``AUDIT_MAX_BODY_BYTES``, ``AUDIT_MAX_ENTRIES``, ``AUDIT_MAX_DEPTH``,
-    ``AUDIT_MAX_ORDERS`` or the defaults."""
-    d = IntakeLimits()
-    return IntakeLimits(
-        max_body_bytes=_env_int("AUDIT_MAX_BODY_BYTES", d.max_body_bytes),
-        max_entries=_env_int("AUDIT_MAX_ENTRIES", d.max_entries),
-        max_depth=_env_int("AUDIT_MAX_DEPTH", d.max_depth),
-        max_orders=_env_int("AUDIT_MAX_ORDERS", d.max_orders),
-    )
+    """The limits in force: ``AUDIT_MAX_BODY_BYTES``, ``AUDIT_MAX_ENTRIES``, ``AUDIT_MAX_DEPTH`` and
+    ``AUDIT_MAX_ORDERS`` (the process's settings) or the defaults."""
+    return settings.get_settings().intake_limits
 
 
 def check_limits(raw: bytes, limits: IntakeLimits | None = None) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from audit_engine import schema, units
-from audit_engine.errors import Diagnostic
+from audit_engine.errors import Diagnostic, RulebaseError
 from audit_engine.findings import CATEGORIES
 from audit_engine.lang import nodes as n
 from audit_engine.lang.render import first_lookups, top_level_only
@@ -35,7 +35,11 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 @dataclass(frozen=True)
 class Vocabulary:
     """Names rule literals may use: ingredients, drug classes and drug names (from H3's
-    dictionary). ``open`` vocabularies accept anything (no dictionary available)."""
+    dictionary).
+
+    ``Vocabulary(open=True)`` accepts any name: the explicit opt-out for a caller that checks
+    rule text without a dictionary (some language tests). Nothing turns name checking off
+    implicitly: :meth:`default` raises when the dictionary cannot be loaded."""
 
     ingredients: frozenset[str] = frozenset()
     classes: frozenset[str] = frozenset()
@@ -49,13 +53,17 @@ class Vocabulary:
 
     @classmethod
     def default(cls) -> Vocabulary:
-        """The shipped dictionary's names, or an open vocabulary when it cannot be loaded."""
-        try:
-            from audit_engine.knowledge.dictionary import load_dictionary
+        """The shipped dictionary's names. A dictionary with bad cells raises its RulebaseError
+        (every bad cell as ``file:line:col``); one that cannot be read raises a RulebaseError
+        naming the file. Drug-name checking is never silently switched off."""
+        from audit_engine.knowledge.dictionary import default_tables_dir, load_dictionary
 
+        try:
             return cls.from_dictionary(load_dictionary())
-        except Exception:  # no dictionary yet: vocabulary checks are skipped, not failed
-            return cls(open=True)
+        except OSError as exc:
+            where = getattr(exc, "filename", None) or str(default_tables_dir())
+            raise RulebaseError([Diagnostic(
+                str(where), 1, 1, f"药品字典无法读取：{exc.strerror or exc}；规则中的药名、成分与类别无从检查")]) from None
 
 
 @dataclass(frozen=True)

@@ -339,31 +339,3 @@ def evaluate(rulebase: n.Rulebase, facts: schema.PrescriptionFacts) -> list[Find
     for rule in rulebase.rules:
         found.extend(evaluate_rule(rule, ev))
     return finish(found)
-
-
-# ---------------------------------------------------------------------- for the network
-def eval_cond(rulebase: n.Rulebase, cond: n.Cond, facts: schema.PrescriptionFacts,
-              bindings: Mapping[str, Mapping[str, Any]]) -> bool:
-    """One checked condition with ``bindings`` (variable -> item dict), exactly as the
-    interpreter evaluates it inside a rule."""
-    return Evaluator(rulebase.tables, facts).cond(cond, dict(bindings))
-
-
-def make_finding(rulebase: n.Rulebase, rule: n.Rule, facts: schema.PrescriptionFacts,
-                 bindings: Mapping[str, Mapping[str, Any]], implicated: tuple[int, ...] | None) -> Finding:
-    """The finding of a rule that matched with ``bindings`` (for a pair: the first matching
-    order). ``implicated`` are item positions; None for a prescription-level rule, whose
-    implicated items follow the quantifier rule of ``nodes``. The level is the one for
-    ``facts.institution`` (variants applied); the caller has established that the rule
-    fires, including scope."""
-    ev = Evaluator(rulebase.tables, facts)
-    _, level, _ = rule.resolve_for(facts.institution)
-    assert level is not None and rule.trigger is not None
-    items = facts.items
-    if implicated is None:
-        chosen: set[int] = set()
-        for q in outer_item_quantifiers(rule.trigger.cond):
-            chosen.update(ev.matching(q.var, "item", q.cond, {}))
-        implicated = tuple(sorted(chosen)) if chosen else tuple(range(len(items)))
-    refs = tuple(items[k]["reference"] for k in implicated)
-    return _finding(rule, level, ev, dict(bindings), refs, r.rule_lookups(rule))

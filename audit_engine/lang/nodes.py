@@ -31,9 +31,7 @@ General semantics (binding for every evaluator)
   without a condition counts every item); if that union is empty, all items. Diagnosis
   quantifiers never implicate anything.
 * **Messages and table levels** are produced by ``audit_engine.lang.render`` (one
-  implementation for both evaluators); ``interpreter.make_finding`` builds a whole Finding
-  from a rule and the bindings that matched, ``interpreter.eval_cond`` evaluates any
-  checked condition with given bindings, and ``interpreter.finish`` de-duplicates and sorts.
+  implementation for both evaluators); ``interpreter.finish`` de-duplicates and sorts.
 * Findings are ``audit_engine.findings.Finding``; ``category`` is the main category,
   ``subtype`` the sub-type, ``evidence`` the 依据 text, ``source`` is "file:line" of the rule.
   The result list is de-duplicated and sorted by ``(Finding.sort_key(), message)``.

@@ -75,7 +75,7 @@ def screens(compiled: CompiledRulebase) -> dict[str, tuple[int, closures.Screen]
 
 
 class FindingMaker:
-    """Builds findings like ``interpreter.make_finding``, caching per rule what does not
+    """Builds findings as the interpreter does (``interpreter._finding``), caching per rule what does not
     depend on the prescription (the rule-level lookups of its template and level)."""
 
     def __init__(self, compiled: CompiledRulebase) -> None:

@@ -18,7 +18,6 @@ member's own band or its target.
 from __future__ import annotations
 
 import csv
-import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from audit_engine.auth import Principal, visible_institution_ids
 from audit_engine.errors import InvalidRequestError
+from audit_engine.settings import get_settings
 from audit_engine.stats import queries as q
 from audit_engine.stats.definitions import BY_CODE, TARGETS
 from audit_engine.stats.indicators import institution_filter
@@ -55,8 +55,8 @@ class MonitoredDrug:
 
 
 def monitored_drugs(path: str | Path | None = None) -> tuple[MonitoredDrug, ...]:
-    """The key monitored drugs table (``AUDIT_MONITORED_DRUGS`` or the shipped seed)."""
-    file = Path(path or os.environ.get("AUDIT_MONITORED_DRUGS") or SEED)
+    """The key monitored drugs table (``path``, else the setting ``AUDIT_MONITORED_DRUGS``, else the shipped seed)."""
+    file = Path(path or get_settings().monitored_drugs or SEED)
     try:
         with file.open(encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh)

@@ -1,36 +1,25 @@
 """Periods of the statistics: the alliance's time zone, and month / half-year / year ranges.
 
 A review belongs to the period of its creation time *in the alliance's time zone*
-(INDICATORS.md, counting rules). The zone is ``AUDIT_STATS_TIMEZONE`` (default
-Asia/Shanghai); the review's local day is recorded with the review, so changing the
+(INDICATORS.md, counting rules). The zone is the setting ``AUDIT_STATS_TIMEZONE`` (default
+Asia/Shanghai; an unknown name stops the service at start); the review's local day is recorded with the review, so changing the
 variable later does not move reviews already recorded.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from audit_engine.errors import InvalidRequestError
-
-DEFAULT_TIMEZONE = "Asia/Shanghai"
-
-
-@lru_cache(maxsize=8)
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(DEFAULT_TIMEZONE)
+from audit_engine.settings import get_settings
 
 
 def alliance_zone() -> ZoneInfo:
-    """The alliance's time zone (``AUDIT_STATS_TIMEZONE``; an unknown name falls back to Asia/Shanghai)."""
-    return _zone(os.environ.get("AUDIT_STATS_TIMEZONE") or DEFAULT_TIMEZONE)
+    """The alliance's time zone (the setting ``AUDIT_STATS_TIMEZONE``, validated at start)."""
+    return get_settings().time_zone
 
 
 def local_date(at_utc: datetime) -> date:

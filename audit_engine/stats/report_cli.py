@@ -28,20 +28,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rp.add_argument("--institution", default=None, help="only this institution (code)")
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace, url: str) -> int:
     from audit_engine.auth import Principal
     from audit_engine.errors import ServiceError
     from audit_engine.stats.export import render
     from audit_engine.stats.periods import one_period
     from audit_engine.stats.reports import report_data
-    from audit_engine.store.db import database_url, make_engine, read_scope, upgrade_schema
+    from audit_engine.store.db import make_engine, read_scope, upgrade_schema
 
     try:
         period = one_period(month=args.month, half=args.half, year=args.year)
     except ServiceError as err:
         print(f"错误：{err.message}（{err.location}）", file=sys.stderr)
         return 1
-    url = database_url()
     upgrade_schema(url)
     db = make_engine(url)
     try:

@@ -13,7 +13,6 @@ commands are the other writers, and SQLite's busy handler makes them take turns.
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
 import weakref
@@ -27,7 +26,6 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-DEFAULT_SQLITE_PATH = Path("data") / "audit.sqlite"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 READ_ONLY_OPTION = "audit_read_only"
@@ -37,14 +35,6 @@ MIGRATION_LOCK_KEY = 0x41554454  # "AUDT": advisory lock held while migrating
 def utcnow() -> datetime:
     """Now, as the naive UTC datetime every table stores."""
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def database_url() -> str:
-    """``AUDIT_DATABASE_URL``, or a SQLite file ``./data/audit.sqlite``."""
-    url = os.environ.get("AUDIT_DATABASE_URL")
-    if url:
-        return url
-    return f"sqlite:///{DEFAULT_SQLITE_PATH.as_posix()}"
 
 
 def is_postgres(bind: sa.Engine | sa.Connection | Session) -> bool:
@@ -59,9 +49,9 @@ def _prepare_sqlite_file(url: sa.URL) -> None:
         Path(db).parent.mkdir(parents=True, exist_ok=True)
 
 
-def make_engine(url: str | None = None, **kw: Any) -> sa.Engine:
-    """An Engine for ``url`` (default :func:`database_url`): SQLite gets WAL, foreign keys, busy timeout."""
-    parsed = sa.make_url(url or database_url())
+def make_engine(url: str, **kw: Any) -> sa.Engine:
+    """An Engine for ``url`` (the setting ``AUDIT_DATABASE_URL``): SQLite gets WAL, foreign keys, busy timeout."""
+    parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite_file(parsed)
         kw.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
@@ -200,7 +190,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         _release(dbapi_conn)
 
 
-def upgrade_schema(url: str | sa.Engine | None = None) -> None:
+def upgrade_schema(url: str | sa.Engine) -> None:
     """Run ``alembic upgrade head`` through the Alembic API (migrations live in this package)."""
     from alembic import command
     from alembic.config import Config

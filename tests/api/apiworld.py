@@ -14,8 +14,8 @@ from typing import Any
 from fake_engine import FakeEngine
 from fastapi.testclient import TestClient
 
-from api.config import Settings
 from api.main import create_app
+from audit_engine.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures" / "fhir"
@@ -46,8 +46,9 @@ def seed(url: str) -> tuple[str, str, str]:
     """LEAD001 (the centre) with members TOWN01 and VIL01; a pharmacist and a quality manager
     of the centre, an alliance-wide admin, a pharmacist of VIL01; his.example.cn is on
     TOWN01's webhook allowlist."""
+    import store_support as testing
+
     from audit_engine import auth
-    from audit_engine.store import testing
     from audit_engine.store.db import make_engine, session_scope
 
     db = make_engine(url)

@@ -1,6 +1,6 @@
 """Fresh databases for API and service tests: a SQLite file, or a throwaway PostgreSQL schema.
 
-The PostgreSQL side is the store's own test helper (``audit_engine.store.testing``), so every
+The PostgreSQL side is the store's own test helper (``tests/store_support.py``), so every
 test folder uses one rule: unreachable PostgreSQL fails under CI=true and skips elsewhere.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from audit_engine.store import testing
+import store_support as testing
 
 
 def fresh_database(kind: str, tmp_path: Path) -> Iterator[str]:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from apiworld import SAMPLE_RULEBASE, World, build_world
 from dbutil import fresh_database
 
-from audit_engine.intake import limits
+from audit_engine.settings import get_settings
 from audit_engine.store.db import make_engine
 from audit_engine.store.models import Prescription, Review
 
@@ -57,9 +57,9 @@ def stored(url: str) -> tuple[int, int]:
 @pytest.fixture(autouse=True)
 def default_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("AUDIT_MAX_ORDERS", raising=False)
-    limits.get_limits.cache_clear()
+    get_settings.cache_clear()
     yield
-    limits.get_limits.cache_clear()
+    get_settings.cache_clear()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -124,7 +124,7 @@ def test_a_review_past_its_time_budget_passes_under_a_fail_open_policy(tight_bud
 
 
 def test_the_budget_comes_from_audit_review_budget_ms(monkeypatch: pytest.MonkeyPatch) -> None:
-    from api.config import Settings, load_settings
+    from audit_engine.settings import Settings, load_settings
 
     assert Settings(database_url="sqlite://").review_budget_ms == 5000
     monkeypatch.setenv("AUDIT_REVIEW_BUDGET_MS", "750")

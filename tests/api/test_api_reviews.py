@@ -140,8 +140,8 @@ def test_an_engine_failure_answers_by_the_fail_closed_policy_not_a_500(world: Wo
 def test_health_is_503_until_the_service_is_ready_and_when_the_rulebase_fails(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from api.config import Settings
     from api.main import create_app
+    from audit_engine.settings import Settings
     from audit_engine.store.db import upgrade_schema
 
     url = f"sqlite:///{tmp_path / 'h.sqlite'}"

@@ -134,8 +134,8 @@ def test_multipart_upload_of_rule_and_table_files(rules_world: World) -> None:
 def test_another_process_picks_up_an_activation_from_the_database(rules_world: World, tmp_path: Any) -> None:
     from fastapi.testclient import TestClient
 
-    from api.config import Settings
     from api.main import create_app
+    from audit_engine.settings import Settings
 
     w = rules_world
     other = create_app(Settings(database_url=w.url, rulebase_store_dir=str(tmp_path / "other-store"),
@@ -151,8 +151,8 @@ def test_another_process_picks_up_an_activation_from_the_database(rules_world: W
 def _serving(url: str, store: Any, folder: Any) -> str:
     from fastapi.testclient import TestClient
 
-    from api.config import Settings
     from api.main import create_app
+    from audit_engine.settings import Settings
 
     app = create_app(Settings(database_url=url, rulebase_store_dir=str(store), rulebase_path=str(folder)))
     with TestClient(app) as c:

@@ -14,8 +14,8 @@ from apiworld import World, load_fixture
 from dbutil import fresh_database
 from fastapi.testclient import TestClient
 
-from api.config import Settings
 from api.main import create_app
+from audit_engine.settings import Settings
 
 
 def test_openapi_documents_every_contract_endpoint_with_examples(world: World) -> None:

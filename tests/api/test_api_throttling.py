@@ -12,7 +12,7 @@ from apiworld import World, build_world
 from dbutil import fresh_database
 from pydantic import ValidationError
 
-from api.config import Settings, load_settings
+from audit_engine.settings import Settings, load_settings
 
 BAD_KEY = "ak_000000000000_notarealkeynotarealkeynotarealkeynotareal"
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import uvicorn
 
-from api.config import Settings
 from api.connection_guard import uvicorn_options
+from audit_engine.settings import Settings
 
 LIMIT_S = 0.5
 GENEROUS_S = 10.0
@@ -150,7 +150,7 @@ def test_a_kept_alive_connection_serves_the_next_request_sent_in_time(port: int)
 
 
 def test_the_limits_are_settings() -> None:
-    from api.config import load_settings
+    from audit_engine.settings import load_settings
 
     s = Settings(database_url="sqlite://")
     assert (s.keep_alive_seconds, s.header_timeout_seconds, s.body_timeout_seconds) == (5.0, 10.0, 60.0)

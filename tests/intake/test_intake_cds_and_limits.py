@@ -13,6 +13,7 @@ from fhir_support import EXTERNAL, load_fixture
 from audit_engine import intake
 from audit_engine.errors import IntakeError
 from audit_engine.intake import IntakeLimits, check_limits, check_structure, load_json, operation_outcome
+from audit_engine.settings import get_settings
 
 PDDI = EXTERNAL / "hl7-pddi-cds"
 
@@ -107,20 +108,25 @@ def test_body_over_the_limit_is_413_before_parsing() -> None:
     assert err.value.status == 413 and err.value.issues[0].code == "too-long"
 
 
-def test_default_limits_are_2mb_2000_entries_depth_64() -> None:
-    assert IntakeLimits() == IntakeLimits(max_body_bytes=2 * 1024 * 1024, max_entries=2000, max_depth=64)
+def test_default_limits_are_2000000_bytes_2000_entries_depth_64() -> None:
+    assert IntakeLimits() == IntakeLimits(max_body_bytes=2_000_000, max_entries=2000, max_depth=64)
+
+
+def test_the_intake_and_the_http_body_limit_share_one_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUDIT_MAX_BODY_BYTES", raising=False)
+    assert get_settings().max_body_bytes == IntakeLimits().max_body_bytes == get_settings().intake_limits.max_body_bytes
 
 
 def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from audit_engine.intake import limits
 
     monkeypatch.setenv("AUDIT_MAX_ENTRIES", "10")
-    limits.get_limits.cache_clear()
+    get_settings.cache_clear()
     try:
         assert limits.get_limits().max_entries == 10
     finally:
         monkeypatch.delenv("AUDIT_MAX_ENTRIES")
-        limits.get_limits.cache_clear()
+        get_settings.cache_clear()
 
 
 def test_too_many_entries_is_413() -> None:

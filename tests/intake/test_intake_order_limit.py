@@ -19,6 +19,7 @@ from audit_engine import intake
 from audit_engine.cli import main
 from audit_engine.errors import IntakeError
 from audit_engine.intake import IntakeLimits, limits
+from audit_engine.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 LARGE_TCM = ROOT / "fixtures" / "fhir" / "limits" / "tcm_large_decoction_60_herbs.json"
@@ -61,9 +62,9 @@ def as_order_sign(bundle: dict[str, Any]) -> dict[str, Any]:
 def max_orders(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Whatever the environment says, the tests here see the shipped default."""
     monkeypatch.delenv("AUDIT_MAX_ORDERS", raising=False)
-    limits.get_limits.cache_clear()
+    get_settings.cache_clear()
     yield
-    limits.get_limits.cache_clear()
+    get_settings.cache_clear()
 
 
 def test_the_default_limit_is_sixty_orders() -> None:
@@ -116,7 +117,7 @@ def test_the_patients_medication_history_does_not_count(max_orders: None) -> Non
 
 def test_the_limit_comes_from_audit_max_orders(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUDIT_MAX_ORDERS", "10")
-    limits.get_limits.cache_clear()
+    get_settings.cache_clear()
     try:
         assert limits.get_limits().max_orders == 10
         with pytest.raises(IntakeError) as err:
@@ -124,7 +125,7 @@ def test_the_limit_comes_from_audit_max_orders(monkeypatch: pytest.MonkeyPatch) 
         assert "10" in err.value.issues[0].message
     finally:
         monkeypatch.delenv("AUDIT_MAX_ORDERS")
-        limits.get_limits.cache_clear()
+        get_settings.cache_clear()
 
 
 def test_the_review_command_prints_the_413_outcome(max_orders: None, tmp_path: Path,

@@ -15,12 +15,12 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from population import PATIENT_ID_CARD, PATIENT_NAME, PATIENT_PHONE, add_prescriptions
+from store_support import World
 
-from api.config import Settings
 from api.main import create_app
 from audit_engine import auth
+from audit_engine.settings import Settings
 from audit_engine.store.db import session_scope
-from audit_engine.store.testing import World
 
 
 class StubEngine:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from store_support import World
 
 from audit_engine import rulebase_lifecycle as rulebases
 from audit_engine.demo import _for_institution, demo_prescriptions
@@ -28,7 +29,6 @@ from audit_engine.store.models import (
 )
 from audit_engine.store.quality_models import ReplayJob
 from audit_engine.store.stats_models import ReviewStat, ReviewStatItem, ReviewStatRule
-from audit_engine.store.testing import World
 from audit_engine.submission import submit_review
 
 REAL_TABLES = (Prescription, Review, FindingRow, Task, Feedback, ReviewStat, ReviewStatItem, ReviewStatRule)

@@ -13,18 +13,18 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from population import add_prescriptions
+from store_support import World
 
-from api.config import Settings
 from api.main import create_app
 from audit_engine import auth
 from audit_engine import rulebase_lifecycle as rulebases
 from audit_engine.engine import load_compiled
 from audit_engine.quality import replay
 from audit_engine.review import default_rulebase_path
+from audit_engine.settings import Settings
 from audit_engine.stats.periods import local_date
 from audit_engine.store.db import session_scope, utcnow
 from audit_engine.store.models import RulebaseVersion
-from audit_engine.store.testing import World
 
 
 class StubEngine:

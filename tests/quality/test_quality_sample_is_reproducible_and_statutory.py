@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from population import add_prescriptions
+from store_support import World
 
 from audit_engine.errors import InvalidRequestError, NotFoundError
 from audit_engine.quality import sampling
@@ -19,7 +20,6 @@ from audit_engine.store.db import session_scope
 from audit_engine.store.models import AuditEntry
 from audit_engine.store.quality_models import CommentSample, CommentSampleItem
 from audit_engine.store.stats_models import ReviewStat
-from audit_engine.store.testing import World
 
 
 def _items(engine: sa.Engine, sample_id: str) -> list[tuple[str, int, str]]:

@@ -37,7 +37,6 @@ def demo(tmp_path: Path) -> Iterator[tuple[str, str]]:
     env = {**os.environ, "AUDIT_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite'}",
            "AUDIT_RULEBASE_STORE": str(tmp_path / "rulebases"), "AUDIT_WORKER_INTERVAL": "0.5"}
     env.pop("AUDIT_AUTH_DISABLED", None)
-    env.pop("AUDIT_ENGINE_FACTORY", None)
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "audit_engine.cli", "serve", "--demo", "--port", str(port)],

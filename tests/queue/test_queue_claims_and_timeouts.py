@@ -7,15 +7,16 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+import store_support as testing
+from store_support import FakePipeline, medication_bundle
 
 from audit_engine import queue, submission, webhooks
 from audit_engine.errors import TransitionError
 from audit_engine.policy import Policy
-from audit_engine.store import reviews, testing
+from audit_engine.store import reviews
 from audit_engine.store.db import session_scope, utcnow
 from audit_engine.store.models import AuditEntry, Task, WebhookDelivery
 from audit_engine.store.policies import set_policy
-from audit_engine.store.testing import FakePipeline, medication_bundle
 
 T0 = datetime(2026, 11, 23, 1, 0)  # Monday 09:00 in Beijing
 

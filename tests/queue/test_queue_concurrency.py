@@ -10,14 +10,14 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+import store_support as testing
+from store_support import FakePipeline, World, medication_bundle
 
 from audit_engine import audit_log, queue, submission, webhooks, worker
 from audit_engine.auth import Principal
-from audit_engine.store import testing
 from audit_engine.store.db import make_engine, session_scope
 from audit_engine.store.models import AuditEntry, Task
 from audit_engine.store.records import FINAL_STATUSES
-from audit_engine.store.testing import FakePipeline, World, medication_bundle
 
 T0 = datetime(2026, 11, 23, 1, 0)
 
@@ -206,7 +206,7 @@ def test_the_worker_loop_runs_until_stopped_and_keeps_no_state_of_its_own(db_url
 def test_worker_processes_on_one_postgres_fire_each_timeout_once(db_url, engine, world) -> None:
     import multiprocessing
 
-    from audit_engine.store.testing import drain_in_process
+    from store_support import drain_in_process
 
     with session_scope(engine) as s:
         testing.allow_webhook_host(s, institution_id=world.ids["M1"], host="his.m1.example")

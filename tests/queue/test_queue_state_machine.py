@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from store_support import FakePipeline, medication_bundle
 
 from audit_engine import queue, submission
 from audit_engine.errors import InvalidRequestError, TransitionError
@@ -15,7 +16,6 @@ from audit_engine.store import reviews
 from audit_engine.store.db import session_scope, utcnow
 from audit_engine.store.models import AuditEntry, Task
 from audit_engine.store.records import FINAL_STATUSES
-from audit_engine.store.testing import FakePipeline, medication_bundle
 
 
 def new_task(engine, world, identifier: str, **bundle: object) -> str:

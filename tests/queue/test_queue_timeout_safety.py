@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from store_support import FakePipeline, medication_bundle
 
 from audit_engine import queue, submission
 from audit_engine.errors import InvalidRequestError
@@ -15,7 +16,6 @@ from audit_engine.store import reviews
 from audit_engine.store.db import session_scope
 from audit_engine.store.models import AuditEntry, Task
 from audit_engine.store.policies import policy_for, set_policy
-from audit_engine.store.testing import FakePipeline, medication_bundle
 
 T0 = datetime(2026, 11, 23, 1, 0)  # Monday 09:00 in Beijing
 LATER = T0 + timedelta(minutes=16)

@@ -9,11 +9,11 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from store_support import FakePipeline, medication_bundle
 
 from audit_engine import queue, submission
 from audit_engine import workbench_reads as reads
 from audit_engine.store.db import session_scope
-from audit_engine.store.testing import FakePipeline, medication_bundle
 
 T0 = datetime(2026, 11, 23, 1, 0)
 

@@ -27,10 +27,10 @@ LEVEL_CODES = {"县级医院": "DC-0001", "乡镇卫生院": "DC-1203", "社区�
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    from api.config import Settings
     from api.main import create_app
     from audit_engine import auth
     from audit_engine.review import load_engine
+    from audit_engine.settings import Settings
     from audit_engine.store.db import make_engine, session_scope, upgrade_schema
 
     tmp = tmp_path_factory.mktemp("seed-http")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from store_support import World
 
 from audit_engine import feedback, queue, submission
 from audit_engine.findings import Finding
@@ -32,7 +33,6 @@ from audit_engine.stats.indicators import indicators
 from audit_engine.stats.periods import day_range
 from audit_engine.store.db import session_scope, utcnow
 from audit_engine.store.models import Institution, Task, User
-from audit_engine.store.testing import World
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 

@@ -16,13 +16,13 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 from scenario import run_scenario
+from store_support import World
 
-from api.config import Settings
 from api.main import create_app
 from audit_engine import auth
+from audit_engine.settings import Settings
 from audit_engine.stats.definitions import SLICE_CODES
 from audit_engine.store.db import session_scope
-from audit_engine.store.testing import World
 
 
 class StubEngine:

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from scenario import quality_principal, run_steps
+from store_support import World
 
 from audit_engine.stats.demo_history import load_history
 from audit_engine.stats.indicators import indicators
@@ -18,7 +19,6 @@ from audit_engine.stats.rule_audit import rule_audit
 from audit_engine.store.db import session_scope
 from audit_engine.store.models import FindingRow, Prescription, Review
 from audit_engine.store.stats_models import ReviewStat, ReviewStatItem, ReviewStatRule
-from audit_engine.store.testing import World
 
 AMOX = {"drug_id": "amoxicillin", "name": "阿莫西林", "route": "口服", "antimicrobial_grade": "非限制使用级", "essential": True}
 AMLO = {"drug_id": "amlodipine", "name": "氨氯地平", "route": "口服", "essential": True}

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from scenario import quality_principal, run_steps
+from store_support import World
 
 from audit_engine.stats.monitoring import band_of, match_monitored, monitoring
 from audit_engine.stats.periods import month_period
 from audit_engine.stats.prescriber_feedback import prescriber_feedback
 from audit_engine.stats.rule_audit import rule_audit
 from audit_engine.store.db import session_scope
-from audit_engine.store.testing import World
 
 AMOX = {"drug_id": "amoxicillin", "name": "阿莫西林", "route": "口服", "antimicrobial_grade": "非限制使用级", "essential": True}
 AMLO = {"drug_id": "amlodipine", "name": "氨氯地平", "route": "口服", "essential": True}

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from store_support import World
 
 from audit_engine import submission
 from audit_engine.auth import principal_for_institution
@@ -17,7 +18,6 @@ from audit_engine.review import load_engine
 from audit_engine.store.db import session_scope
 from audit_engine.store.models import Institution, Review
 from audit_engine.store.stats_models import ReviewStat, ReviewStatItem, ReviewStatRule
-from audit_engine.store.testing import World
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "fixtures" / "fhir" / "clean" / "emergency_allergy_chlorphenamine_dexamethasone.json"

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scenario import ScenarioPipeline, bundle_of, quality_principal
+from store_support import World
 
 from audit_engine import feedback as doctor_feedback
 from audit_engine import queue, submission
@@ -22,7 +23,6 @@ from audit_engine.stats.indicators import indicators
 from audit_engine.stats.periods import day_range
 from audit_engine.store.db import session_scope
 from audit_engine.store.models import Feedback, FindingRow, Institution, Review, Task
-from audit_engine.store.testing import World
 
 START = datetime(2026, 10, 25)
 ITEMS = [

@@ -12,8 +12,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from openpyxl import load_workbook
 from scenario import run_scenario
-
-from audit_engine.store.testing import World
+from store_support import World
 
 
 def _run(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:

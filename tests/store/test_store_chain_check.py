@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from store_support import FakePipeline, World, medication_bundle
 
 from audit_engine import audit_log, chain_check, submission, worker
 from audit_engine.cli import main
 from audit_engine.store.db import is_postgres, session_scope
 from audit_engine.store.models import AuditEntry
-from audit_engine.store.testing import FakePipeline, World, medication_bundle
 
 
 def submit_reviews(engine: sa.Engine, world: World, n: int) -> None:

@@ -57,12 +57,12 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys_on(tmp_path) -> None:
 
 
 def test_the_default_url_is_a_sqlite_file_under_data(monkeypatch) -> None:
-    from audit_engine.store.db import database_url
+    from audit_engine.settings import load_settings
 
     monkeypatch.delenv("AUDIT_DATABASE_URL", raising=False)
-    assert database_url() == "sqlite:///data/audit.sqlite"
+    assert load_settings().database_url == "sqlite:///data/audit.sqlite"
     monkeypatch.setenv("AUDIT_DATABASE_URL", "postgresql+psycopg://u@h/db")
-    assert database_url() == "postgresql+psycopg://u@h/db"
+    assert load_settings().database_url == "postgresql+psycopg://u@h/db"
 
 
 def test_processes_starting_together_migrate_once(db_url: str) -> None:
@@ -107,8 +107,7 @@ def test_a_read_scope_does_not_wait_for_a_writer_on_sqlite(tmp_path) -> None:
 
 def test_the_database_refuses_a_task_status_outside_the_state_machine(engine: sa.Engine) -> None:
     import pytest
-
-    from audit_engine.store.testing import FakePipeline, build_world, medication_bundle
+    from store_support import FakePipeline, build_world, medication_bundle
 
     world = build_world(engine)
     from audit_engine import submission

@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 import pytest
 import sqlalchemy as sa
+from store_support import FakePipeline, medication_bundle
 
 from audit_engine import audit_log, feedback, queue, submission
 from audit_engine.auth import Principal
@@ -13,7 +14,6 @@ from audit_engine.errors import AccessDeniedError, InvalidRequestError
 from audit_engine.store import retention, reviews
 from audit_engine.store.db import session_scope
 from audit_engine.store.models import AuditEntry, FindingRow, Prescription, Review, Task
-from audit_engine.store.testing import FakePipeline, medication_bundle
 
 RECEIVED = datetime(2024, 3, 1, 2, 0)
 

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
+from store_support import FakePipeline, World, medication_bundle
 
 from audit_engine import audit_log, feedback, submission
 from audit_engine.errors import InputIssue, IntakeError
@@ -23,7 +24,6 @@ from audit_engine.store.models import (
     Task,
 )
 from audit_engine.store.policies import set_policy
-from audit_engine.store.testing import FakePipeline, World, medication_bundle
 
 
 def submit(engine: sa.Engine, principal: object, payload: dict, pipeline: FakePipeline, **kw: object):

@@ -7,12 +7,12 @@ from __future__ import annotations
 import threading
 
 import sqlalchemy as sa
+from store_support import FakePipeline, World, medication_bundle
 
 from audit_engine import feedback, queue, submission
 from audit_engine.store import reviews
 from audit_engine.store.db import session_scope
 from audit_engine.store.models import Prescription, Review, Task
-from audit_engine.store.testing import FakePipeline, World, medication_bundle
 
 
 def submit(engine: sa.Engine, principal: object, payload: dict, **kw: object):

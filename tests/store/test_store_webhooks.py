@@ -9,12 +9,12 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+import store_support as testing
+from store_support import FakePipeline, medication_bundle
 
 from audit_engine import queue, submission, webhooks
-from audit_engine.store import testing
 from audit_engine.store.db import session_scope, utcnow
 from audit_engine.store.models import WebhookDelivery
-from audit_engine.store.testing import FakePipeline, medication_bundle
 
 
 class FakeSender:

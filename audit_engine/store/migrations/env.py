@@ -22,7 +22,10 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("no database: run migrations through audit_engine.store.db.upgrade_schema(url)")
+    engine = make_engine(url)
     with engine.begin() as conn:
         context.configure(connection=conn, target_metadata=target_metadata)
         with context.begin_transaction():

@@ -1,6 +1,8 @@
 """Test support for the store: throw-away databases on SQLite and PostgreSQL, and a fake pipeline.
 
-Used by tests/store, tests/queue and (if it likes) tests/api. A PostgreSQL database is a
+Used by tests/store, tests/queue, tests/api and the benchmarks; it lives under tests/ so that the
+product imports no pytest. ``AUDIT_TEST_POSTGRES_URL`` (a test-only variable, read here) names the
+PostgreSQL server. A PostgreSQL database is a
 fresh schema with a random name in database ``test``, dropped afterwards; the engine's
 ``search_path`` points at it, so migrations and queries never see another run's tables.
 Under ``CI=true`` an unreachable PostgreSQL is a failure, never a skip.
@@ -17,6 +19,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 import sqlalchemy as sa
 
 from audit_engine.findings import Finding
@@ -68,8 +71,6 @@ def temporary_postgres() -> Iterator[str]:
 def required_postgres() -> Iterator[str]:
     """``temporary_postgres`` for a test; when PostgreSQL is unreachable the test fails under
     CI=true (PostgreSQL tests must run there) and is skipped elsewhere."""
-    import pytest
-
     problem = postgres_problem()
     if problem is not None:
         if in_ci():
