@@ -16,16 +16,13 @@ import logging
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from audit_engine.errors import AuditEngineError
-
-if TYPE_CHECKING:
-    from audit_engine.intake.limits import IntakeLimits
 
 log = logging.getLogger("audit_engine.settings")
 
@@ -174,13 +171,6 @@ class Settings(BaseSettings):
         if v is not None and not v.is_file():
             raise ValueError(f"no such file: {str(v)!r}")
         return v
-
-    @property
-    def intake_limits(self) -> IntakeLimits:
-        from audit_engine.intake.limits import IntakeLimits
-
-        return IntakeLimits(max_body_bytes=self.max_body_bytes, max_entries=self.max_entries,
-                            max_depth=self.max_depth, max_orders=self.max_orders)
 
     @property
     def time_zone(self) -> ZoneInfo:

@@ -33,7 +33,9 @@ class IntakeLimits:
 def get_limits() -> IntakeLimits:
     """The limits in force: ``AUDIT_MAX_BODY_BYTES``, ``AUDIT_MAX_ENTRIES``, ``AUDIT_MAX_DEPTH`` and
     ``AUDIT_MAX_ORDERS`` (the process's settings) or the defaults."""
-    return settings.get_settings().intake_limits
+    s = settings.get_settings()
+    return IntakeLimits(max_body_bytes=s.max_body_bytes, max_entries=s.max_entries, max_depth=s.max_depth,
+                        max_orders=s.max_orders)
 
 
 def check_limits(raw: bytes, limits: IntakeLimits | None = None) -> None:

@@ -13,6 +13,7 @@ import pytest
 from api.deps import SettingsDep
 from audit_engine import auth
 from audit_engine.cli import main
+from audit_engine.intake.limits import get_limits
 from audit_engine.settings import ConfigurationError, Settings, get_settings, known_variables, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,7 @@ def test_every_setting_is_read_from_its_audit_variable(monkeypatch: pytest.Monke
     s = load_settings()
     assert (s.database_url, s.rulebase_path, s.rulebase_store_dir) == ("postgresql+psycopg://u@h/db", "/srv/rules",
                                                                         "/srv/store")
-    assert s.auth_disabled and s.max_orders == 12 and s.intake_limits.max_orders == 12
+    assert s.auth_disabled and s.max_orders == 12 and get_limits().max_orders == 12
     assert (s.worker_interval, s.chain_check_seconds, s.log_level) == (0.5, 30, "warning")
     assert str(s.time_zone) == "Asia/Urumqi" and s.monitored_drugs == drugs
     assert s.admin_user == "zhuren" and s.admin_password is not None and s.admin_password.get_secret_value() == "pw"

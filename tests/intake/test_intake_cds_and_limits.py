@@ -13,6 +13,7 @@ from fhir_support import EXTERNAL, load_fixture
 from audit_engine import intake
 from audit_engine.errors import IntakeError
 from audit_engine.intake import IntakeLimits, check_limits, check_structure, load_json, operation_outcome
+from audit_engine.intake.limits import get_limits
 from audit_engine.settings import get_settings
 
 PDDI = EXTERNAL / "hl7-pddi-cds"
@@ -114,7 +115,7 @@ def test_default_limits_are_2000000_bytes_2000_entries_depth_64() -> None:
 
 def test_the_intake_and_the_http_body_limit_share_one_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AUDIT_MAX_BODY_BYTES", raising=False)
-    assert get_settings().max_body_bytes == IntakeLimits().max_body_bytes == get_settings().intake_limits.max_body_bytes
+    assert get_settings().max_body_bytes == IntakeLimits().max_body_bytes == get_limits().max_body_bytes
 
 
 def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
