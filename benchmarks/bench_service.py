@@ -225,24 +225,25 @@ def concurrent(db: str, label: str, port: int, requests: list[bytes], connection
 def run_one(db: str, url: str, args: argparse.Namespace, fake: bool, tmp: Path) -> None:
     env = dict(os.environ, AUDIT_DATABASE_URL=url, AUDIT_RULEBASE_STORE=str(tmp / "rb"), AUDIT_LOG_LEVEL="warning",
                AUDIT_REQUESTS_PER_CREDENTIAL="off")  # one key drives the whole load here
-    if fake:
-        env["AUDIT_ENGINE_FACTORY"] = "fake_engine:fake_factory"
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests/api"), str(ROOT)])
     cli = [sys.executable, "-m", "audit_engine.cli"]
+    serve = [*cli, "serve"]
+    if fake:  # the stand-in engine comes in through create_app, by the tests' launcher
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests/api"), str(ROOT / "tests/service"), str(ROOT)])
+        serve = [sys.executable, str(ROOT / "tests/service/fake_serve.py")]
     out = subprocess.run([*cli, "institution", "add", "LEAD001", "县人民医院", "--level", "县级医院"], env=env,
                          capture_output=True, text=True, cwd=ROOT, check=True).stdout
     key = re.search(r"(ak_\S+)", out).group(1)  # type: ignore[union-attr]
     port = free_port()
-    workers = args.workers
+    workers = args.workers if db == "postgresql" else 1  # SQLite: one API process (README)
     log = (tmp / f"{db}.log").open("wb")
-    proc = subprocess.Popen([*cli, "serve", "--port", str(port), "--workers", str(workers)], env=env, cwd=ROOT,
+    proc = subprocess.Popen([*serve, "--port", str(port), "--workers", str(workers)], env=env, cwd=ROOT,
                             stdout=log, stderr=log, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     speed = reference_loop_ms()
     try:
-        for _ in range(600):  # every API process listening (each has its own socket), and healthy
+        for _ in range(600):  # listening (uvicorn's processes share one socket), and healthy
             try:
-                if listeners(port) >= workers and httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if listeners(port) >= 1 and httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
