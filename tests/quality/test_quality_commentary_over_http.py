@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from http_support import login
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from population import PATIENT_ID_CARD, PATIENT_NAME, PATIENT_PHONE, add_prescriptions
@@ -41,12 +42,6 @@ def client(engine: sa.Engine, world: World, db_url: str, tmp_path: Path) -> Iter
     app = create_app(settings, engine_factory=lambda path: StubEngine())  # type: ignore[arg-type,return-value]
     with TestClient(app) as c:
         yield c
-
-
-def login(client: TestClient, username: str, password: str) -> dict[str, str]:
-    r = client.post("/api/v1/auth/token", data={"username": username, "password": password})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 def outcome(r, status: int) -> str:  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from http_support import login
 from population import add_prescriptions
 from store_support import World
 
@@ -45,8 +46,7 @@ def client(engine: sa.Engine, world: World, db_url: str, tmp_path: Path) -> Iter
 
 def test_a_candidate_is_queued_refused_when_wrong_and_read_back_done(client: TestClient, engine: sa.Engine,
                                                                     tmp_path: Path) -> None:
-    r = client.post("/api/v1/auth/token", data={"username": "zk", "password": "pw-zk-000001"})
-    h = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    h = login(client, "zk", "pw-zk-000001")
     files = rulebases.files_of_folder(default_rulebase_path())
     files["overrides.rules"] += "\n覆盖 LEG-AMR-GRADE { 等级 2 }\n"
     folder = rulebases.materialise(files, Settings(database_url="sqlite://", rulebase_store_dir=str(tmp_path / "cand")))

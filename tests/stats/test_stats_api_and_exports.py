@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from http_support import login
 from openpyxl import load_workbook
 from scenario import run_scenario
 from store_support import World
@@ -46,12 +47,6 @@ def client(engine: sa.Engine, world: World, db_url: str, tmp_path: Path) -> Iter
     app = create_app(settings, engine_factory=lambda path: StubEngine())  # type: ignore[arg-type,return-value]
     with TestClient(app) as c:
         yield c
-
-
-def login(client: TestClient, username: str, password: str) -> dict[str, str]:
-    r = client.post("/api/v1/auth/token", data={"username": username, "password": password})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 NOV = {"from": "2026-11-01", "to": "2026-11-30"}
